@@ -1,0 +1,199 @@
+"""The federation file: which sites take part and how the run is set up.
+
+One TOML file describes a federation for simulation::
+
+    [run]          strategy, rounds, local epochs, model, seed, optimiser
+    [data]         one dataset split across the sites that name no data of their own
+    [privacy]      DP-SGD on or off, the default per-site (epsilon, delta) budget
+    [[sites]]      name, country (ISO 3166-1 alpha-2), optional own data and budget
+
+Values are validated here, at the edge: a bad one raises ``ConfigError`` naming
+the file, the field and the fix, before anything starts. Code past this point
+trusts the types. Command-line flags override the file (``load_federation``'s
+``overrides``); environment variables ``FLOWERBED_RUN__ROUNDS=5`` and the like
+override neither the file nor the flags, they only fill what both leave unset.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flowerbed.countries import is_country_code
+from flowerbed.errors import ConfigError
+
+DEFAULT_COUNTRIES = ("DE", "FR")
+SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSettings(_Section):
+    """How training is coordinated; the ServerApp sends these to every site."""
+
+    strategy: str = "fedavg"
+    rounds: int = Field(3, ge=1, le=10_000)
+    local_epochs: int = Field(1, ge=1, le=1000)
+    model: str = "small-cnn"
+    seed: int = 0
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: float = Field(0.05, gt=0, le=10)
+    proximal_mu: float = Field(0.01, ge=0)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        from flowerbed.strategies import STRATEGIES
+
+        return STRATEGIES.check(name)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from flowerbed.models import MODELS
+
+        return MODELS.check(name)
+
+
+class DataSettings(_Section):
+    """The dataset split across sites in simulation (sites with own ``data`` skip it)."""
+
+    source: str = "synthetic"
+    partition: str = "iid"
+    alpha: float = Field(0.5, gt=0, description="concentration for dirichlet / quantity skew")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held out where no test split")
+
+    @field_validator("partition")
+    @classmethod
+    def _known_partition(cls, name: str) -> str:
+        from flowerbed.datasets.partition import PARTITIONERS
+
+        return PARTITIONERS.check(name)
+
+
+class PrivacySettings(_Section):
+    """DP-SGD defaults; a site's own ``epsilon`` overrides the default budget."""
+
+    enabled: bool = True
+    epsilon: float = Field(8.0, gt=0, le=1000)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class SiteSettings(_Section):
+    """One hospital: its identity, its data, its privacy budget."""
+
+    name: str = Field(pattern=SITE_NAME_PATTERN)
+    country: str
+    data: str | None = None
+    epsilon: float | None = Field(None, gt=0, le=1000)
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _iso_country(cls, code: Any) -> str:
+        if not isinstance(code, str) or not is_country_code(code.strip().upper()):
+            raise ValueError(
+                f"{code!r} is not an ISO 3166-1 alpha-2 country code; use two letters such as DE"
+            )
+        return code.strip().upper()
+
+
+class Federation(BaseSettings):
+    """A whole federation: run, shared data, privacy defaults and the site list."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWERBED_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    run: RunSettings = RunSettings()
+    data: DataSettings = DataSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    sites: list[SiteSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_site_names(self) -> Federation:
+        seen: set[str] = set()
+        for site in self.sites:
+            if site.name in seen:
+                raise ValueError(f"site name {site.name!r} appears twice; give each site its own")
+            seen.add(site.name)
+        return self
+
+    def budget_of(self, site: SiteSettings) -> float:
+        """The site's epsilon budget for the whole run."""
+        return site.epsilon if site.epsilon is not None else self.privacy.epsilon
+
+    def shared_sites(self) -> list[SiteSettings]:
+        """Sites that take a share of ``[data]`` rather than bringing their own."""
+        return [site for site in self.sites if site.data is None]
+
+
+def default_sites(count: int, countries: tuple[str, ...] = DEFAULT_COUNTRIES) -> list[dict]:
+    """``count`` hospitals spread round-robin over ``countries`` (the ``--sites N`` default)."""
+    if count < 1:
+        raise ConfigError(f"--sites must be at least 1, got {count}")
+    return [
+        {"name": f"hospital-{i + 1:02d}", "country": countries[i % len(countries)]}
+        for i in range(count)
+    ]
+
+
+def load_federation(
+    path: Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> Federation:
+    """Read, merge and validate a federation.
+
+    ``path`` None means the embedded default: four hospitals in two countries on
+    synthetic data. ``overrides`` maps a section to field values (from the
+    command line) and wins over the file. ``overrides["sites"]`` replaces the list.
+    """
+    raw: dict[str, Any] = read_toml(path) if path else {"sites": default_sites(4)}
+    for section, values in (overrides or {}).items():
+        if section == "sites":
+            raw["sites"] = values
+        else:
+            raw.setdefault(section, {}).update(values)
+    source = str(path) if path else "federation"
+    try:
+        return Federation(**raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(source, err)) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning a missing or malformed file into one line."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass an existing federation TOML") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML ({err}); fix the syntax") from None
+
+
+def save_federation(federation: Federation, path: Path) -> None:
+    """Write the resolved federation; ``load_federation(path)`` reads it back unchanged."""
+    data = federation.model_dump(mode="json", exclude_none=True)
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+
+
+def _one_line(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = re.sub(r"^Value error, ", "", first["msg"])
+    if first["type"] == "extra_forbidden":
+        message = "unknown field; check its spelling against the README's federation file"
+    elif first["type"] == "missing":
+        message = "required field is missing; add it"
+    elif first["type"] == "string_pattern_mismatch":
+        message = "use lower-case letters, digits, '-' or '_' (at most 63 characters)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {message}{more}"

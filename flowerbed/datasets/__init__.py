@@ -1,0 +1,16 @@
+"""Reading a site's images, splitting one dataset into sites, the synthetic default."""
+
+from flowerbed.datasets.base import Dataset, ImageSet, SiteData
+from flowerbed.datasets.partition import PARTITIONERS, partition
+from flowerbed.datasets.source import load_dataset, site_data, source_kind
+
+__all__ = [
+    "PARTITIONERS",
+    "Dataset",
+    "ImageSet",
+    "SiteData",
+    "load_dataset",
+    "partition",
+    "site_data",
+    "source_kind",
+]

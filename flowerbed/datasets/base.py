@@ -1,0 +1,67 @@
+"""In-memory image sets: what every reader returns and every site trains on.
+
+Images are float32, channels first (N, C, H, W) or (N, C, H, W, D), scaled to
+[0, 1]; labels are int64 class indices (N,). The datasets we serve (MedMNIST,
+small manifests) fit in memory, and arrays make partitioning exact and cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> ImageSet:
+        return ImageSet(self.images[indices], self.labels[indices])
+
+    def as_torch(self) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(self.images), torch.from_numpy(self.labels))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole dataset before it is split across sites; ``test`` None means hold one out."""
+
+    train: ImageSet
+    test: ImageSet | None
+    num_classes: int
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.train.images.ndim - 2
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One site's own data: what it trains on and its held-out test split."""
+
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])

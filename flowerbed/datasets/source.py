@@ -1,0 +1,111 @@
+"""Turn a data source string into a dataset, and a federation site into its own data.
+
+A source is ``synthetic`` (2D), ``synthetic-3d``, a MedMNIST ``.npz`` or a CSV
+manifest. In simulation the sites that name no data of their own share
+``[data]``: each computes the same seeded partition and keeps its shard, so
+no site ever holds another's examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from flowerbed.config import Federation, SiteSettings
+from flowerbed.datasets.base import Dataset, ImageSet, SiteData
+from flowerbed.datasets.manifest import load_manifest
+from flowerbed.datasets.medmnist import load_medmnist
+from flowerbed.datasets.partition import partition
+from flowerbed.datasets.synthetic import make_synthetic
+from flowerbed.errors import DataError
+from flowerbed.registry import Registry
+
+# A reader takes (source, number of sites sharing it, seed).
+Reader = Callable[[str, int, int], Dataset]
+READERS: Registry[Reader] = Registry("data source")
+SYNTHETIC_PER_SITE = 64
+MANIFEST_IMAGE_SIZE = 32
+
+
+@READERS.register("synthetic")
+def _synthetic_2d(source: str, sites: int, seed: int) -> Dataset:
+    n_train = max(1600, SYNTHETIC_PER_SITE * sites)
+    return make_synthetic(2, 28, n_train=n_train, n_test=n_train // 4, seed=seed)
+
+
+@READERS.register("synthetic-3d")
+def _synthetic_3d(source: str, sites: int, seed: int) -> Dataset:
+    n_train = max(400, SYNTHETIC_PER_SITE * sites)
+    return make_synthetic(3, 16, n_train=n_train, n_test=n_train // 4, seed=seed)
+
+
+@READERS.register(".npz")
+def _npz(source: str, sites: int, seed: int) -> Dataset:
+    return load_medmnist(Path(source))
+
+
+@READERS.register(".csv")
+def _csv(source: str, sites: int, seed: int) -> Dataset:
+    return load_manifest(Path(source), MANIFEST_IMAGE_SIZE)
+
+
+def source_kind(source: str) -> str:
+    """The reader name for ``source``; ``DataError`` if none reads it."""
+    if source in READERS.names():
+        return source
+    suffix = Path(source).suffix.lower()
+    if suffix in READERS.names():
+        return suffix
+    raise DataError(
+        f"{source}: unknown data source; use synthetic, synthetic-3d, a MedMNIST .npz "
+        "or a CSV manifest (path,label)"
+    )
+
+
+@lru_cache(maxsize=4)
+def load_dataset(source: str, sites: int = 1, seed: int = 0) -> Dataset:
+    """Read ``source`` once per process (sites of one simulation share a worker)."""
+    return READERS.get(source_kind(source))(source, sites, seed)
+
+
+@lru_cache(maxsize=4)
+def _shares(
+    source: str, sites: int, scheme: str, alpha: float, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    dataset = load_dataset(source, sites, seed)
+    train_parts = partition(dataset.train.labels, sites, scheme, alpha, seed)
+    test_parts = None
+    if dataset.test is not None:
+        test_parts = partition(dataset.test.labels, sites, "iid", alpha, seed + 1)
+    return train_parts, test_parts
+
+
+def site_data(federation: Federation, site: SiteSettings) -> SiteData:
+    """The data ``site`` trains and evaluates on, with its own held-out test split."""
+    seed = federation.run.seed
+    if site.data is not None:
+        dataset = load_dataset(site.data, 1, seed)
+        train, test = dataset.train, dataset.test
+    else:
+        shared = federation.shared_sites()
+        position = [s.name for s in shared].index(site.name)
+        spec = federation.data
+        dataset = load_dataset(spec.source, len(shared), seed)
+        train_parts, test_parts = _shares(spec.source, len(shared), spec.partition, spec.alpha, seed)
+        train = dataset.train.subset(train_parts[position])
+        test = None if test_parts is None else dataset.test.subset(test_parts[position])
+    if test is None:
+        train, test = hold_out(train, federation.data.test_fraction, seed)
+    return SiteData(train=train, test=test, num_classes=dataset.num_classes)
+
+
+def hold_out(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Split off a seeded ``fraction`` as the test split, leaving at least one of each."""
+    if len(images) < 2:
+        raise DataError(f"a site with {len(images)} example cannot hold out a test split")
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_test = min(max(1, round(fraction * len(images))), len(images) - 1)
+    return images.subset(np.sort(order[n_test:])), images.subset(np.sort(order[:n_test]))

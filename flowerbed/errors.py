@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every error a user can cause by what they typed or pointed us at derives from
+``FlowerbedError``; its message is one line saying what is wrong and how to
+fix it. The CLI prints it in red and exits non-zero, with no traceback.
+"""
+
+
+class FlowerbedError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+class ConfigError(FlowerbedError):
+    """A federation or site configuration value is invalid."""
+
+
+class DataError(FlowerbedError):
+    """A dataset file is missing, unreadable or has the wrong shape."""
+
+
+class ModelError(FlowerbedError):
+    """A network cannot be built or cannot be made safe for DP-SGD."""
+
+
+class RunStopped(FlowerbedError):
+    """A run ended before its planned rounds (e.g. no site could afford to train)."""

@@ -1,0 +1,6 @@
+"""MONAI networks made safe for Opacus DP-SGD, built by name."""
+
+from flowerbed.models.dp_safe import make_dp_safe, preflight
+from flowerbed.models.factory import MODELS, ModelSpec, build_model
+
+__all__ = ["MODELS", "ModelSpec", "build_model", "make_dp_safe", "preflight"]

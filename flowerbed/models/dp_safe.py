@@ -1,0 +1,99 @@
+"""Make a MONAI network safe for Opacus, or refuse it with the reason.
+
+Opacus computes per-sample gradients from hooks on each layer; three things
+in stock MONAI networks break that, two of them only at run time:
+
+* BatchNorm mixes samples in a batch: ``ModuleValidator.fix`` swaps it for GroupNorm.
+* In-place activations (``ReLU(inplace=True)``) overwrite the activations a hook
+  saved: every ``inplace`` flag is switched off.
+* MONAI's ResNet blocks add the residual in place (``out += residual``) and their
+  constructor does not pass ``act``/``norm`` down: the blocks are swapped for
+  subclasses whose forward adds out of place.
+
+``preflight`` then runs one real per-sample-gradient pass on two random
+samples, so anything else that breaks is reported before training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
+from opacus import GradSampleModule
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from flowerbed.errors import ModelError
+
+
+class _OutOfPlaceResNetBlock(ResNetBlock):
+    """MONAI's basic block, residual added out of place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        residual = x if self.downsample is None else self.downsample(x)
+        return self.act(out + residual)
+
+
+class _OutOfPlaceResNetBottleneck(ResNetBottleneck):
+    """MONAI's bottleneck block, residual added out of place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        residual = x if self.downsample is None else self.downsample(x)
+        return self.act(out + residual)
+
+
+_OUT_OF_PLACE: dict[type[nn.Module], type[nn.Module]] = {
+    ResNetBlock: _OutOfPlaceResNetBlock,
+    ResNetBottleneck: _OutOfPlaceResNetBottleneck,
+}
+
+
+def make_dp_safe(model: nn.Module) -> nn.Module:
+    """Return ``model`` fixed for Opacus (GroupNorm, no in-place ops), or raise ``ModelError``."""
+    fixed = ModuleValidator.fix(model)
+    for module in fixed.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+        safe_class = _OUT_OF_PLACE.get(type(module))
+        if safe_class is not None:
+            module.__class__ = safe_class
+    problems = ModuleValidator.validate(fixed, strict=False)
+    if problems:
+        reasons = "; ".join(str(problem) for problem in problems)
+        raise ModelError(f"{type(model).__name__} cannot train with DP-SGD: {reasons}")
+    return fixed
+
+
+def preflight(model: nn.Module, sample_shape: tuple[int, ...]) -> None:
+    """Check that Opacus yields a per-sample gradient for every trainable parameter.
+
+    Runs a copy of ``model`` on two random samples of ``sample_shape`` (channels
+    first, no batch axis) under ``GradSampleModule``. Raises ``ModelError`` with
+    the reason if the pass fails or a parameter gets no per-sample gradient.
+    """
+    try:
+        probe = GradSampleModule(copy.deepcopy(model))
+        probe(torch.randn(2, *sample_shape)).sum().backward()
+    except (RuntimeError, NotImplementedError, ValueError) as err:
+        first = err.args[0] if err.args and isinstance(err.args[0], list) else err
+        reason = str(first).splitlines()[0]
+        raise ModelError(
+            f"{type(model).__name__} fails under Opacus per-sample gradients: {reason}"
+        ) from None
+    missing = [
+        name
+        for name, param in probe.named_parameters()
+        if param.requires_grad and getattr(param, "grad_sample", None) is None
+    ]
+    probe._close()
+    if missing:
+        raise ModelError(
+            f"{type(model).__name__}: Opacus computes no per-sample gradient for "
+            f"{', '.join(missing[:3])}; freeze these parameters or use another network"
+        )

@@ -1,0 +1,36 @@
+"""A small, fast CNN for 2D or 3D images: the demo default."""
+
+from __future__ import annotations
+
+from monai.networks.layers.factories import Act, Conv, Pool
+from torch import nn
+
+
+class SmallCNN(nn.Sequential):
+    """Two conv blocks, adaptive pooling to 4 per axis, a two-layer head.
+
+    Built from MONAI's layer factories so one class serves ``spatial_dims`` 2
+    and 3. No normalisation layers and no in-place ops: DP-SGD needs nothing
+    fixed, and a 28-pixel image trains in milliseconds.
+    """
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, width: int = 16
+    ) -> None:
+        conv = Conv[Conv.CONV, spatial_dims]
+        pool = Pool[Pool.MAX, spatial_dims]
+        adaptive = Pool[Pool.ADAPTIVEAVG, spatial_dims]
+        relu = Act[Act.RELU]
+        super().__init__(
+            conv(in_channels, width, kernel_size=3, padding=1),
+            relu(),
+            pool(2),
+            conv(width, 2 * width, kernel_size=3, padding=1),
+            relu(),
+            pool(2),
+            adaptive(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 4**spatial_dims, 64),
+            relu(),
+            nn.Linear(64, out_channels),
+        )
