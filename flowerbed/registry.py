@@ -39,7 +39,9 @@ class Registry(Generic[T]):
     def check(self, name: str) -> str:
         """Return ``name`` if known; raise ValueError naming the choices otherwise."""
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+            )
         return name
 
     def get(self, name: str) -> T:

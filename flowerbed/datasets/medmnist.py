@@ -33,7 +33,9 @@ def load_medmnist(path: Path) -> Dataset:
                 )
             arrays = {key: archive[key] for key in REQUIRED_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path}: cannot be read as .npz ({err}); the file may be corrupt") from None
+        raise DataError(
+            f"{path}: cannot be read as .npz ({err}); the file may be corrupt"
+        ) from None
     train = _image_set(path, "train", arrays["train_images"], arrays["train_labels"])
     test = _image_set(path, "test", arrays["test_images"], arrays["test_labels"])
     if train.images.shape[1:] != test.images.shape[1:]:

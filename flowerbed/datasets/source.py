@@ -94,7 +94,9 @@ def site_data(federation: Federation, site: SiteSettings) -> SiteData:
         position = [s.name for s in shared].index(site.name)
         spec = federation.data
         dataset = load_dataset(spec.source, len(shared), seed)
-        train_parts, test_parts = _shares(spec.source, len(shared), spec.partition, spec.alpha, seed)
+        train_parts, test_parts = _shares(
+            spec.source, len(shared), spec.partition, spec.alpha, seed
+        )
         train = dataset.train.subset(train_parts[position])
         test = None if test_parts is None else dataset.test.subset(test_parts[position])
     if test is None:

@@ -79,7 +79,7 @@ def preflight(model: nn.Module, sample_shape: tuple[int, ...]) -> None:
     """
     try:
         probe = GradSampleModule(copy.deepcopy(model))
-        probe(torch.randn(2, *sample_shape)).sum().backward()
+        probe(torch.randn(2, *sample_shape, requires_grad=True)).sum().backward()
     except (RuntimeError, NotImplementedError, ValueError) as err:
         first = err.args[0] if err.args and isinstance(err.args[0], list) else err
         reason = str(first).splitlines()[0]

@@ -33,17 +33,23 @@ def _small_cnn(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Mod
 
 @MODELS.register("densenet121")
 def _densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels)
+    return DenseNet121(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels
+    )
 
 
 @MODELS.register("resnet10")
 def _resnet10(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    return resnet10(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=out_channels)
+    return resnet10(
+        spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=out_channels
+    )
 
 
 @MODELS.register("resnet18")
 def _resnet18(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    return resnet18(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=out_channels)
+    return resnet18(
+        spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=out_channels
+    )
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

@@ -1,0 +1,156 @@
+"""The ``flowerbed`` command: parse, call one function, render.
+
+Errors a user can fix print one red line and exit 1, with no traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flowerbed.config import Federation, default_sites, load_federation
+from flowerbed.errors import FlowerbedError
+from flowerbed.run_folder import RunFolder
+from flowerbed.simulation import simulate as run_simulation
+from flowerbed.strategies import SiteRow
+
+console = Console()
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Federated medical imaging across hospitals: patient data never leaves its country.",
+)
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@app.callback()
+def _root() -> None:
+    """flowerbed: federated MONAI training with DP-SGD on Flower."""
+
+
+@app.command()
+def simulate(
+    federation: Annotated[
+        Path | None, typer.Argument(help="federation TOML; default: 4 hospitals, synthetic data")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="synthetic, synthetic-3d, .npz or CSV manifest")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="small-cnn, densenet121, resnet10, resnet18")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="fedavg or fedprox")] = None,
+    rounds: Annotated[int | None, typer.Option(help="federated rounds")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="local epochs per round")] = None,
+    epsilon: Annotated[
+        float | None, typer.Option(help="per-site epsilon budget for the run")
+    ] = None,
+    no_dp: Annotated[bool, typer.Option("--no-dp", help="train without DP-SGD (explicit)")] = False,
+    seed: Annotated[int | None, typer.Option(help="seed for data split, init and training")] = None,
+    sites: Annotated[int | None, typer.Option(help="split the data across N default sites")] = None,
+    partition: Annotated[str | None, typer.Option(help="iid, dirichlet or quantity")] = None,
+    alpha: Annotated[float | None, typer.Option(help="skew for dirichlet / quantity")] = None,
+    out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/latest"),
+) -> None:
+    """Train a federation in Flower's simulation engine and write the run folder."""
+    if no_dp and epsilon is not None:
+        raise FlowerbedError("--epsilon and --no-dp contradict each other; pass one of them")
+    overrides: dict[str, Any] = {
+        "run": _given(
+            model=model, strategy=strategy, rounds=rounds, local_epochs=local_epochs, seed=seed
+        ),
+        "data": _given(source=data, partition=partition, alpha=alpha),
+        "privacy": _given(epsilon=epsilon, enabled=False if no_dp else None),
+    }
+    if sites is not None:
+        overrides["sites"] = default_sites(sites)
+    resolved = load_federation(federation, overrides)
+    _run_with_progress(resolved, out)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _run_with_progress(federation: Federation, out: Path) -> None:
+    run = federation.run
+    dp = (
+        f"DP-SGD, epsilon {federation.privacy.epsilon:g} per site"
+        if federation.privacy.enabled
+        else "no DP"
+    )
+    console.print(
+        f"[bold]flowerbed[/] {run.strategy} · {len(federation.sites)} sites in "
+        f"{len({s.country for s in federation.sites})} countries · {run.model} · "
+        f"{run.rounds} rounds · {dp} → {out}"
+    )
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task("starting Flower simulation", total=run.rounds)
+
+    def on_round(server_round: int, rows: list[SiteRow]) -> None:
+        progress.console.print(_round_line(server_round, rows))
+        progress.update(task, advance=1, description=f"round {server_round}/{run.rounds}")
+
+    with progress:
+        folder = run_simulation(federation, out, on_round=on_round)
+    console.print(_site_table(federation, folder))
+    console.print(f"run folder: {out} (config.toml, metrics.csv, model.pt)")
+
+
+def _round_line(server_round: int, rows: list[SiteRow]) -> str:
+    aucs = [r.auc for r in rows if r.split == "test" and not math.isnan(r.auc)]
+    mean_auc = sum(aucs) / len(aucs) if aucs else float("nan")
+    spent = max((r.epsilon for r in rows), default=0.0)
+    line = f"round {server_round}: mean test AUC {mean_auc:.3f}, max epsilon spent {spent:.2f}"
+    refused = [r.site for r in rows if r.status == "refused"]
+    if refused:
+        line += f" [yellow]· budget spent, did not train: {', '.join(refused)}[/]"
+    return line
+
+
+def _site_table(federation: Federation, folder: RunFolder) -> Table:
+    table = Table(title="Sites after the last round (test split)")
+    for column in ("site", "country", "train examples", "AUC", "accuracy", "epsilon spent"):
+        table.add_column(column, justify="left" if column in ("site", "country") else "right")
+    for site in federation.sites:
+        trained = folder.latest.get((site.name, "train"))
+        tested = folder.latest.get((site.name, "test"))
+        if tested is None:
+            table.add_row(site.name, site.country, "-", "-", "-", "-")
+            continue
+        examples = str(trained.num_examples) if trained and trained.status == "ok" else "-"
+        epsilon = f"{tested.epsilon:.2f}" if federation.privacy.enabled else "no DP"
+        table.add_row(
+            site.name,
+            site.country,
+            examples,
+            f"{tested.auc:.3f}",
+            f"{tested.accuracy:.3f}",
+            epsilon,
+        )
+    return table
+
+
+def main() -> None:
+    """Console entry point: user errors become one red line and exit code 1."""
+    try:
+        app()
+    except FlowerbedError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        raise SystemExit(1) from None

@@ -1,0 +1,95 @@
+"""The run folder: resolved config, per-round per-site metrics, the model, the outcome.
+
+Layout::
+
+    RUN_DIR/config.toml     the federation as resolved (file + flags)
+    RUN_DIR/metrics.csv     round,site,country,split,num_examples,loss,auc,accuracy,epsilon,...
+    RUN_DIR/model.pt        final global model: state dict and the spec to rebuild it
+    RUN_DIR/status.json     completed, or stopped and why
+
+Rows are appended and flushed as each round's replies arrive, so a run that
+fails part-way keeps every round it finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from flowerbed.config import Federation, save_federation
+from flowerbed.errors import FlowerbedError
+from flowerbed.models import ModelSpec
+from flowerbed.strategies import SiteRow
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.csv"
+MODEL_FILE = "model.pt"
+STATUS_FILE = "status.json"
+METRIC_COLUMNS = [field.name for field in dataclasses.fields(SiteRow)]
+
+
+class RunFolder:
+    """Writes one run's folder; implements the strategies' ``RoundObserver``."""
+
+    def __init__(
+        self, path: Path, on_round: Callable[[int, list[SiteRow]], None] | None = None
+    ) -> None:
+        """``on_round(round, rows)`` is called after each round with that round's rows."""
+        self.path = Path(path)
+        self._on_round = on_round
+        self.failures: list[str] = []
+        self.latest: dict[tuple[str, str], SiteRow] = {}
+        self._this_round: list[SiteRow] = []
+        self.rounds_completed = 0
+
+    @classmethod
+    def create(cls, path: Path, federation: Federation, **kwargs) -> RunFolder:
+        """A fresh run folder; refuses one that already holds a run, so nothing is overwritten."""
+        path = Path(path)
+        if (path / METRICS_FILE).exists():
+            raise FlowerbedError(f"{path} already holds a run; pass a new --out or remove it")
+        path.mkdir(parents=True, exist_ok=True)
+        save_federation(federation, path / CONFIG_FILE)
+        with open(path / METRICS_FILE, "w", newline="") as out:
+            csv.writer(out).writerow(METRIC_COLUMNS)
+        return cls(path, **kwargs)
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    def site_rows(self, rows: list[SiteRow]) -> None:
+        with open(self.path / METRICS_FILE, "a", newline="") as out:
+            writer = csv.writer(out)
+            for row in rows:
+                writer.writerow(dataclasses.astuple(row))
+                self.latest[row.site, row.split] = row
+        self._this_round.extend(rows)
+
+    def site_failed(self, server_round: int, split: str, node_id: int, reason: str) -> None:
+        self.failures.append(f"round {server_round} {split}: node {node_id} failed: {reason}")
+
+    def round_done(self, server_round: int) -> None:
+        self.rounds_completed = server_round
+        rows, self._this_round = self._this_round, []
+        if self._on_round is not None:
+            self._on_round(server_round, rows)
+
+    def save_model(self, state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> None:
+        torch.save(
+            {"spec": dataclasses.asdict(spec), "state_dict": state_dict}, self.path / MODEL_FILE
+        )
+
+    def save_status(self, completed: bool, reason: str = "") -> None:
+        status = {
+            "status": "completed" if completed else "stopped",
+            "rounds_completed": self.rounds_completed,
+            "reason": reason,
+            "failures": self.failures,
+        }
+        (self.path / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")

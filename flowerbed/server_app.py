@@ -1,0 +1,96 @@
+"""The ServerApp: coordinates rounds with the chosen strategy, keeps the final model.
+
+The same ServerApp serves simulation and deployment. It never sees a
+site's data: the model's shape (spatial dims, channels, classes) comes from
+``model_spec_for``, which in simulation reads the shared data's header.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from flowerbed import records as R
+from flowerbed.config import Federation, load_federation
+from flowerbed.datasets import site_data
+from flowerbed.errors import RunStopped
+from flowerbed.models import ModelSpec, build_model
+from flowerbed.run_folder import RunFolder
+from flowerbed.strategies import STRATEGIES
+
+ROUND_TIMEOUT_S = 3600.0
+
+
+def model_spec_for(federation: Federation) -> ModelSpec:
+    """The network's shape from the first site's data (all sites must agree)."""
+    data = site_data(federation, federation.sites[0])
+    return ModelSpec(
+        federation.run.model,
+        spatial_dims=len(data.sample_shape) - 1,
+        in_channels=data.sample_shape[0],
+        out_channels=data.num_classes,
+    )
+
+
+def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
+    """Run every planned round; record the outcome in ``folder`` whatever happens."""
+    run = federation.run
+    spec = model_spec_for(federation)
+    torch.manual_seed(run.seed)
+    initial = ArrayRecord(build_model(spec).state_dict())
+    strategy = STRATEGIES.get(run.strategy)(run, len(federation.sites), folder)
+    train_config = ConfigRecord(
+        {
+            R.NUM_ROUNDS: run.rounds,
+            R.LOCAL_EPOCHS: run.local_epochs,
+            R.BATCH_SIZE: run.batch_size,
+            R.LEARNING_RATE: run.learning_rate,
+            R.SEED: run.seed,
+            R.MODEL: spec.name,
+            R.SPATIAL_DIMS: spec.spatial_dims,
+            R.IN_CHANNELS: spec.in_channels,
+            R.OUT_CHANNELS: spec.out_channels,
+        }
+    )
+    try:
+        result = strategy.start(
+            grid,
+            initial,
+            num_rounds=run.rounds,
+            timeout=ROUND_TIMEOUT_S,
+            train_config=train_config,
+            evaluate_config=ConfigRecord(dict(train_config)),
+        )
+    except RunStopped as stop:
+        folder.save_status(completed=False, reason=str(stop))
+        raise
+    final = result.arrays if len(result.arrays) else initial
+    folder.save_model(final.to_torch_state_dict(), spec)
+    folder.save_status(completed=True)
+
+
+def make_server_app(
+    federation_file: Path | None = None, folder: RunFolder | None = None
+) -> ServerApp:
+    """A ServerApp for one federation.
+
+    Without arguments (``flwr run``) it reads ``federation`` and ``out`` from the run config.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        path = federation_file or Path(str(context.run_config[R.FEDERATION_FILE]))
+        federation = load_federation(path)
+        out = folder or RunFolder.create(
+            Path(str(context.run_config.get("out", "runs/flwr"))), federation
+        )
+        coordinate(grid, federation, out)
+
+    return app
+
+
+app = make_server_app()

@@ -1,0 +1,21 @@
+"""FedAvg: Flower's ``FedAvg`` with per-site reporting and budget refusals."""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import FedAvg
+
+from flowerbed.config import RunSettings
+from flowerbed.strategies.observer import RoundObserver
+from flowerbed.strategies.registry import STRATEGIES, every_site
+from flowerbed.strategies.site_aware import SiteAware
+
+
+class SiteAwareFedAvg(SiteAware, FedAvg):
+    """Federated averaging (McMahan et al. 2017), every site every round."""
+
+
+@STRATEGIES.register("fedavg")
+def fedavg(settings: RunSettings, sites: int, observer: RoundObserver) -> SiteAwareFedAvg:
+    strategy = SiteAwareFedAvg(**every_site(sites))
+    strategy.observer = observer
+    return strategy

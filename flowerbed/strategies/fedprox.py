@@ -1,0 +1,25 @@
+"""FedProx: Flower's ``FedProx`` with per-site reporting and budget refusals.
+
+The server sends ``proximal-mu``; each site applies the proximal step in
+``hospital_client.training`` (which keeps it correct under DP-SGD).
+"""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import FedProx
+
+from flowerbed.config import RunSettings
+from flowerbed.strategies.observer import RoundObserver
+from flowerbed.strategies.registry import STRATEGIES, every_site
+from flowerbed.strategies.site_aware import SiteAware
+
+
+class SiteAwareFedProx(SiteAware, FedProx):
+    """FedProx (Li et al. 2020), every site every round."""
+
+
+@STRATEGIES.register("fedprox")
+def fedprox(settings: RunSettings, sites: int, observer: RoundObserver) -> SiteAwareFedProx:
+    strategy = SiteAwareFedProx(**every_site(sites), proximal_mu=settings.proximal_mu)
+    strategy.observer = observer
+    return strategy

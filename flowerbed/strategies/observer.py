@@ -1,0 +1,63 @@
+"""What a strategy tells the outside world each round: one row per site and split.
+
+Strategies stay free of files and screens; the run folder and the progress
+display implement ``RoundObserver``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from flwr.app import Message
+
+from flowerbed import records as R
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    """One site's declared metrics for one round and split (train or test)."""
+
+    round: int
+    site: str
+    country: str
+    split: str
+    num_examples: int
+    loss: float
+    auc: float
+    accuracy: float
+    epsilon: float
+    epsilon_budget: float
+    status: str  # "ok", or "refused" when the site's budget could not pay for the round
+
+    @classmethod
+    def from_reply(cls, server_round: int, split: str, reply: Message) -> SiteRow:
+        metrics = next(iter(reply.content.metric_records.values()))
+        site = reply.content[R.SITE]
+        refused = bool(metrics.get(R.BUDGET_EXHAUSTED, 0))
+        return cls(
+            round=server_round,
+            site=str(site[R.SITE_NAME]),
+            country=str(site[R.SITE_COUNTRY]),
+            split=split,
+            num_examples=int(metrics[R.NUM_EXAMPLES]),
+            loss=float(metrics.get(R.LOSS, NAN)),
+            auc=float(metrics.get(R.AUC, NAN)),
+            accuracy=float(metrics.get(R.ACCURACY, NAN)),
+            epsilon=float(metrics[R.EPSILON]),
+            epsilon_budget=float(metrics[R.EPSILON_BUDGET]),
+            status="refused" if refused else "ok",
+        )
+
+
+class RoundObserver(Protocol):
+    def site_rows(self, rows: list[SiteRow]) -> None:
+        """Rows of one round and split, as soon as the replies are in."""
+
+    def site_failed(self, server_round: int, split: str, node_id: int, reason: str) -> None:
+        """A site answered with an error (crashed, timed out)."""
+
+    def round_done(self, server_round: int) -> None:
+        """Training and evaluation of ``server_round`` are complete."""
