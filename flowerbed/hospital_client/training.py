@@ -11,6 +11,7 @@ weights, so it costs no privacy.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -94,7 +95,9 @@ def train(
         for noise, rate, steps in engine.accountant.history:
             account.record(noise, rate, steps)
         trainee._close()
-    return score(torch.cat(seen_logits), torch.cat(seen_labels), num_classes)
+    scores = score(torch.cat(seen_logits), torch.cat(seen_labels), num_classes)
+    # Report the site's size, not the Poisson-sampled count: FedAvg weights by it.
+    return dataclasses.replace(scores, num_examples=len(data))
 
 
 @torch.no_grad()

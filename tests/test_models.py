@@ -1,0 +1,81 @@
+import pytest
+import torch
+from monai.networks.nets import resnet10
+from opacus import GradSampleModule
+from torch import nn
+from torch.nn import functional as F
+
+from flowerbed.errors import ModelError
+from flowerbed.models import MODELS, ModelSpec, build_model, make_dp_safe, preflight
+
+
+def sample_shape(name: str, spatial_dims: int) -> tuple[int, ...]:
+    """Small inputs, but DenseNet121's four poolings need 32 pixels per axis."""
+    size = 32 if name == "densenet121" or spatial_dims == 2 else 16
+    return (1,) + (size,) * spatial_dims
+
+
+def per_sample_autograd(model: nn.Module, images, labels) -> dict[str, torch.Tensor]:
+    grads: dict[str, list[torch.Tensor]] = {}
+    for image, label in zip(images, labels, strict=True):
+        model.zero_grad()
+        F.cross_entropy(model(image[None]), label[None]).backward()
+        for name, param in model.named_parameters():
+            grads.setdefault(name, []).append(param.grad.detach().clone())
+    return {name: torch.stack(values) for name, values in grads.items()}
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", MODELS.names())
+def test_per_sample_gradients_match_autograd(name, spatial_dims):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(name, spatial_dims, 1, 3)).train()
+    images = torch.randn(2, *sample_shape(name, spatial_dims))
+    labels = torch.tensor([0, 2])
+    expected = per_sample_autograd(model, images, labels)
+    wrapped = GradSampleModule(model)
+    wrapped.zero_grad()
+    F.cross_entropy(wrapped(images), labels).backward()
+    for param_name, param in model.named_parameters():
+        torch.testing.assert_close(
+            param.grad_sample, expected[param_name], atol=1e-4, rtol=1e-3, msg=param_name
+        )
+    wrapped._close()
+
+
+def test_stock_monai_resnet_breaks_under_opacus_and_ours_does_not():
+    with pytest.raises(ModelError):
+        preflight(resnet10(spatial_dims=2, n_input_channels=1, num_classes=2), (1, 32, 32))
+    preflight(make_dp_safe(resnet10(spatial_dims=2, n_input_channels=1, num_classes=2)), (1, 32, 32))
+
+
+def test_fixed_networks_have_no_batchnorm_and_no_inplace_ops():
+    for name in MODELS.names():
+        model = build_model(ModelSpec(name, 2, 1, 2))
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        assert not any(getattr(m, "inplace", False) for m in model.modules())
+
+
+class ReluInPlaceInForward(nn.Module):
+    """An in-place op in ``forward`` itself: no flag to switch off, so it cannot be fixed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.linear(x.flatten(1))
+        hidden.relu_()
+        return self.head(hidden)
+
+
+def test_preflight_refuses_a_network_it_cannot_train_with_a_reason():
+    with pytest.raises(ModelError, match="ReluInPlaceInForward fails under Opacus") as caught:
+        preflight(make_dp_safe(ReluInPlaceInForward()), (1, 2, 2))
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_model_name_lists_the_choices():
+    with pytest.raises(Exception, match="choose one of: densenet121"):
+        build_model(ModelSpec("vgg16", 2, 1, 2))
