@@ -31,6 +31,8 @@ from flowerbed.errors import ConfigError
 
 DEFAULT_COUNTRIES = ("DE", "FR")
 SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+DP_LEARNING_RATE = 0.05
+PLAIN_LEARNING_RATE = 0.01
 
 
 class _Section(BaseModel):
@@ -46,7 +48,9 @@ class RunSettings(_Section):
     model: str = "small-cnn"
     seed: int = 0
     batch_size: int = Field(32, ge=1, le=65_536)
-    learning_rate: float = Field(0.05, gt=0, le=10)
+    learning_rate: float | None = Field(
+        None, gt=0, le=10, description="default: 0.05 under DP-SGD, 0.01 without"
+    )
     proximal_mu: float = Field(0.01, ge=0)
 
     @field_validator("strategy")
@@ -118,6 +122,15 @@ class Federation(BaseSettings):
     data: DataSettings = DataSettings()
     privacy: PrivacySettings = PrivacySettings()
     sites: list[SiteSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _learning_rate_for_the_privacy_mode(self) -> Federation:
+        """Clipped, noised DP-SGD gradients are smaller, so DP trains best with a larger step."""
+        if self.run.learning_rate is None:
+            self.run.learning_rate = (
+                DP_LEARNING_RATE if self.privacy.enabled else PLAIN_LEARNING_RATE
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_site_names(self) -> Federation:

@@ -73,14 +73,17 @@ def test_resolved_federation_round_trips(tmp_path):
     ("change", "expected"),
     [
         (('country = "de"', 'country = "XX"'), r"sites\.0\.country: 'XX' is not an ISO 3166-1"),
-        (('rounds = 5', 'rounds = 0'), r"run\.rounds: Input should be greater than or equal to 1"),
-        (('model = "small-cnn"', 'model = "vgg"'), r"run\.model: unknown model 'vgg'; choose one of"),
+        (("rounds = 5", "rounds = 0"), r"run\.rounds: Input should be greater than or equal to 1"),
+        (
+            ('model = "small-cnn"', 'model = "vgg"'),
+            r"run\.model: unknown model 'vgg'; choose one of",
+        ),
         (('strategy = "fedprox"', 'strategy = "fedsgd"'), r"run\.strategy: unknown strategy"),
         (('partition = "dirichlet"', 'partition = "zipf"'), r"data\.partition: unknown partition"),
-        (('epsilon = 4.0', 'epsilon = -1.0'), r"privacy\.epsilon: Input should be greater than 0"),
+        (("epsilon = 4.0", "epsilon = -1.0"), r"privacy\.epsilon: Input should be greater than 0"),
         (('name = "hcl"', 'name = "charite"'), r"site name 'charite' appears twice"),
         (('name = "hcl"', 'name = "HCL Lyon"'), r"sites\.1\.name: use lower-case letters"),
-        (('alpha = 0.3', 'alpah = 0.3'), r"data\.alpah: unknown field"),
+        (("alpha = 0.3", "alpah = 0.3"), r"data\.alpah: unknown field"),
     ],
 )
 def test_bad_value_fails_at_load_naming_the_field(tmp_path, change, expected):

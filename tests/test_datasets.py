@@ -3,9 +3,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import shared_file
 from PIL import Image
 
-from conftest import shared_file
 from flowerbed.config import load_federation
 from flowerbed.datasets import load_dataset, partition, site_data
 from flowerbed.datasets.manifest import load_manifest
@@ -43,7 +43,7 @@ def test_medmnist_layouts_load_channels_first(tmp_path, train_shape, sample_shap
     dataset = load_medmnist(path)
     assert dataset.sample_shape == sample_shape
     assert dataset.train.images.dtype == np.float32
-    assert 0.0 <= dataset.train.images.min() and dataset.train.images.max() <= 1.0
+    assert dataset.train.images.min() >= 0.0 and dataset.train.images.max() <= 1.0
     assert dataset.train.labels.shape == (12,)
     assert 2 <= dataset.num_classes <= 5
 
@@ -71,7 +71,9 @@ def test_missing_corrupt_and_misshaped_npz_name_the_file(tmp_path):
     np.savez(wrong, images=np.zeros((3, 28, 28)))
     with pytest.raises(DataError, match=r"wrong\.npz: not a MedMNIST file, it lacks train_images"):
         load_medmnist(wrong)
-    flat = save_npz(tmp_path / "flat.npz", np.zeros((6, 784), np.uint8), np.zeros((2, 784), np.uint8))
+    flat = save_npz(
+        tmp_path / "flat.npz", np.zeros((6, 784), np.uint8), np.zeros((2, 784), np.uint8)
+    )
     with pytest.raises(DataError, match=r"flat\.npz: train_images has shape \(6, 784\)"):
         load_medmnist(flat)
 
@@ -104,7 +106,9 @@ def test_dirichlet_skews_labels_and_quantity_skews_sizes():
     shares = [labels[part].mean() for part in skewed]
     assert max(shares) - min(shares) > 0.5
     even = partition(labels, 4, "iid", alpha=0.1, seed=0)
-    assert max(labels[part].mean() for part in even) - min(labels[part].mean() for part in even) < 0.1
+    assert (
+        max(labels[part].mean() for part in even) - min(labels[part].mean() for part in even) < 0.1
+    )
     sizes = [len(part) for part in partition(labels, 4, "quantity", alpha=0.3, seed=0)]
     assert max(sizes) > 3 * min(sizes)
 

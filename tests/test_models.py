@@ -46,7 +46,9 @@ def test_per_sample_gradients_match_autograd(name, spatial_dims):
 def test_stock_monai_resnet_breaks_under_opacus_and_ours_does_not():
     with pytest.raises(ModelError):
         preflight(resnet10(spatial_dims=2, n_input_channels=1, num_classes=2), (1, 32, 32))
-    preflight(make_dp_safe(resnet10(spatial_dims=2, n_input_channels=1, num_classes=2)), (1, 32, 32))
+    preflight(
+        make_dp_safe(resnet10(spatial_dims=2, n_input_channels=1, num_classes=2)), (1, 32, 32)
+    )
 
 
 def test_fixed_networks_have_no_batchnorm_and_no_inplace_ops():

@@ -1,0 +1,117 @@
+import math
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from flowerbed import records as R
+from flowerbed.config import load_federation
+from flowerbed.errors import RunStopped
+from flowerbed.hospital_client.app import train_round
+from flowerbed.models import ModelSpec, build_model
+from flowerbed.privacy import PrivacyAccount, plan_noise
+from flowerbed.privacy.accounting import STATE_KEY
+from flowerbed.run_folder import RunFolder
+from flowerbed.strategies import STRATEGIES
+
+
+def test_account_survives_a_round_trip_through_flower_state():
+    account = PrivacyAccount()
+    account.record(1.1, 0.02, 50)
+    account.record(1.1, 0.02, 50)
+    restored = PrivacyAccount.from_record(account.to_record())
+    assert restored == account
+    assert restored.epsilon(1e-5) == pytest.approx(account.epsilon(1e-5))
+    assert PrivacyAccount.from_record(None).epsilon(1e-5) == 0.0
+
+
+def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
+    noise = plan_noise(budget=4.0, delta=1e-5, sample_rate=0.02, total_steps=500)
+    account = PrivacyAccount()
+    for _ in range(5):
+        account.record(noise, 0.02, 100)
+    spent = account.epsilon(1e-5)
+    assert 3.8 <= spent <= 4.0
+    assert account.epsilon_after(noise, 0.02, 100, 1e-5) > 4.0
+
+
+@pytest.fixture(autouse=True)
+def _flower_task_identity(monkeypatch):
+    """Messages outside a running app need the identity Flower's runtime would set."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
+
+
+def instruction(server_round: int, rounds: int) -> Message:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    config = ConfigRecord(
+        {
+            R.SERVER_ROUND: server_round,
+            R.NUM_ROUNDS: rounds,
+            R.LOCAL_EPOCHS: 1,
+            R.BATCH_SIZE: 32,
+            R.LEARNING_RATE: 0.05,
+            R.SEED: 0,
+            R.MODEL: "small-cnn",
+            R.SPATIAL_DIMS: 2,
+            R.IN_CHANNELS: 1,
+            R.OUT_CHANNELS: 2,
+        }
+    )
+    content = RecordDict({R.ARRAYS: ArrayRecord(model.state_dict()), R.CONFIG: config})
+    return Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
+
+
+def site_context() -> Context:
+    return Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+
+
+def test_site_spends_its_budget_over_the_planned_rounds_then_refuses_loudly():
+    federation = load_federation(None, {"privacy": {"epsilon": 2.0}})
+    site = federation.sites[0]
+    context = site_context()
+    spent = []
+    for server_round in (1, 2):
+        reply = train_round(instruction(server_round, 2), context, federation, site)
+        assert R.ARRAYS in reply
+        spent.append(reply[R.METRICS][R.EPSILON])
+    assert 0 < spent[0] < spent[1] <= 2.0
+    assert PrivacyAccount.from_record(context.state[STATE_KEY]).epsilon(1e-5) == spent[1]
+
+    refusal = train_round(instruction(3, 2), context, federation, site)
+    assert R.ARRAYS not in refusal
+    assert refusal[R.METRICS][R.BUDGET_EXHAUSTED] == 1
+    assert refusal[R.METRICS][R.EPSILON] == pytest.approx(spent[1])
+    assert refusal[R.METRICS][R.EPSILON_BUDGET] == 2.0
+    assert refusal[R.SITE][R.SITE_NAME] == site.name
+
+
+def replies_for(federation, contexts, server_round) -> list[Message]:
+    replies = []
+    for site, context in zip(federation.sites, contexts, strict=True):
+        msg = instruction(server_round, 1)
+        replies.append(Message(train_round(msg, context, federation, site), reply_to=msg))
+    return replies
+
+
+def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_path):
+    federation = load_federation(None, {"privacy": {"epsilon": 1.0}})
+    contexts = [site_context() for _ in federation.sites]
+    folder = RunFolder.create(tmp_path / "run", federation)
+    strategy = STRATEGIES.get("fedavg")(federation.run, len(federation.sites), folder)
+
+    train_round(instruction(1, 1), contexts[0], federation, federation.sites[0])  # spends it all
+    mixed = replies_for(federation, contexts, 1)
+    assert sum(R.ARRAYS in reply.content for reply in mixed) == 3
+    arrays, _ = strategy.aggregate_train(1, mixed)
+    assert arrays is not None
+    refused = [row for row in folder.latest.values() if row.status == "refused"]
+    assert [row.site for row in refused] == [federation.sites[0].name]
+
+    replies_for(federation, contexts, 2)
+    with pytest.raises(RunStopped, match="no site could train"):
+        strategy.aggregate_train(3, replies_for(federation, contexts, 3))
+    assert math.isfinite(folder.latest[federation.sites[1].name, "train"].epsilon)
