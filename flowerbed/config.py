@@ -169,7 +169,9 @@ def load_federation(
     synthetic data. ``overrides`` maps a section to field values (from the
     command line) and wins over the file. ``overrides["sites"]`` replaces the list.
     """
-    raw: dict[str, Any] = read_toml(path) if path else {"sites": default_sites(4)}
+    raw: dict[str, Any] = (
+        _anchor_paths(read_toml(path), path) if path else {"sites": default_sites(4)}
+    )
     for section, values in (overrides or {}).items():
         if section == "sites":
             raw["sites"] = values
@@ -190,6 +192,26 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file; pass an existing federation TOML") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML ({err}); fix the syntax") from None
+
+
+def _anchor_paths(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Data paths in a file are relative to that file, as a reader of the file expects."""
+
+    def anchored(source: Any) -> Any:
+        if (
+            not isinstance(source, str)
+            or source.startswith("synthetic")
+            or Path(source).is_absolute()
+        ):
+            return source
+        return str((Path(path).parent / source).resolve())
+
+    if isinstance(raw.get("data"), dict) and "source" in raw["data"]:
+        raw["data"]["source"] = anchored(raw["data"]["source"])
+    for site in raw.get("sites", []):
+        if isinstance(site, dict) and "data" in site:
+            site["data"] = anchored(site["data"])
+    return raw
 
 
 def save_federation(federation: Federation, path: Path) -> None:

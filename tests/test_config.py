@@ -104,3 +104,25 @@ def test_missing_and_malformed_files_are_one_line_errors(tmp_path):
 def test_a_federation_needs_sites(tmp_path):
     with pytest.raises(ConfigError, match="sites"):
         load_federation(write(tmp_path, "[run]\nrounds = 2\n"))
+
+
+def test_data_paths_in_a_file_are_relative_to_that_file(tmp_path):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    path = folder / "federation.toml"
+    path.write_text(
+        '[data]\nsource = "../scans/set.npz"\n\n[[sites]]\nname = "a"\ncountry = "DE"\n'
+        'data = "own.csv"\n'
+    )
+    federation = load_federation(path)
+    assert federation.data.source == str(tmp_path / "scans" / "set.npz")
+    assert federation.sites[0].data == str(folder / "own.csv")
+    flagged = load_federation(path, {"data": {"source": "synthetic"}})
+    assert flagged.data.source == "synthetic"
+
+
+def test_example_federation_file_is_valid():
+    example = Path(__file__).resolve().parents[1] / "examples" / "federation.toml"
+    federation = load_federation(example)
+    assert federation.data.source.endswith("shared/data/medmnist/pneumoniamnist.npz")
+    assert len({site.country for site in federation.sites}) == 2
