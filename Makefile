@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
+	rm -rf runs/demo
 	$(BIN)/flowerbed simulate --out runs/demo
 
 lint: $(VENV)/.installed

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from report import write_table
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -82,20 +83,21 @@ def main() -> None:
             f"| {raw * 1e3:.1f} | {raw / plain:.2f}x | {ours / raw:.2f} |"
         )
         print(rows[-1], flush=True)
-    table = "\n".join(
+    write_table(
+        args.out,
+        f"DP-SGD step cost, batch {args.batch}, 1x32x32 images, "
+        f"{torch.get_num_threads()} threads (`python bench/dp_cost.py`)",
         [
-            f"DP-SGD step cost, batch {args.batch}, 1x32x32 images, "
-            f"{torch.get_num_threads()} threads (`python bench/dp_cost.py`)",
-            "",
-            "| model | plain ms/step | flowerbed DP ms/step | flowerbed DP / plain "
-            "| raw Opacus ms/step | raw Opacus / plain | flowerbed / raw |",
-            "|---|---|---|---|---|---|---|",
-            *rows,
-        ]
+            "model",
+            "plain ms/step",
+            "flowerbed DP ms/step",
+            "flowerbed DP / plain",
+            "raw Opacus ms/step",
+            "raw Opacus / plain",
+            "flowerbed / raw",
+        ],
+        rows,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table + "\n")
-    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

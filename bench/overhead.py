@@ -14,29 +14,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from flwr.simulation import run_simulation
 from plain_flower_app import make_apps
+from report import write_table
 
 from flowerbed.config import default_sites, load_federation
-from flowerbed.simulation import simulate
-
-BACKEND = {
-    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-    "init_args": {
-        "num_cpus": os.cpu_count() or 1,
-        "logging_level": "error",
-        "log_to_driver": False,
-    },
-}
+from flowerbed.simulation import backend_config, simulate
 
 
 class PeakMemory:
@@ -97,7 +86,9 @@ def main() -> None:
 
     server, client = make_apps(args.rounds)
     plain_s, plain_gb = timed(
-        lambda: run_simulation(server, client, num_supernodes=args.sites, backend_config=BACKEND)
+        lambda: run_simulation(
+            server, client, num_supernodes=args.sites, backend_config=backend_config()
+        )
     )
     federation = load_federation(
         None,
@@ -109,22 +100,18 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         ours_s, ours_gb = timed(lambda: simulate(federation, Path(tmp) / "run"))
-    table = "\n".join(
+    write_table(
+        args.out,
+        f"Simulation wall time, FedAvg no DP, small CNN, synthetic, {args.sites} sites, "
+        f"{args.rounds} rounds (`python bench/overhead.py --sites {args.sites} "
+        f"--rounds {args.rounds}`)",
+        ["app", "wall s", "s per round (incl. start-up)", "peak RSS GB"],
         [
-            f"Simulation wall time, FedAvg no DP, small CNN, synthetic, {args.sites} sites, "
-            f"{args.rounds} rounds (`python bench/overhead.py --sites {args.sites} "
-            f"--rounds {args.rounds}`)",
-            "",
-            "| app | wall s | s per round (incl. start-up) | peak RSS GB |",
-            "|---|---|---|---|",
             f"| plain Flower | {plain_s:.1f} | {plain_s / args.rounds:.2f} | {plain_gb:.2f} |",
             f"| flowerbed | {ours_s:.1f} | {ours_s / args.rounds:.2f} | {ours_gb:.2f} |",
             f"| ratio | {ours_s / plain_s:.2f}x | | {ours_gb / plain_gb:.2f}x |",
-        ]
+        ],
     )
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table + "\n")
 
 
 if __name__ == "__main__":

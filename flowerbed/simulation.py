@@ -27,6 +27,18 @@ from flowerbed.server_app import make_server_app, model_spec_for
 from flowerbed.strategies import SiteRow
 
 
+def backend_config() -> dict:
+    """Ray sized for this machine: one CPU per virtual SuperNode, all cores used, quiet."""
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": os.cpu_count() or 1,
+            "logging_level": "error",
+            "log_to_driver": False,
+        },
+    }
+
+
 def check_before_start(federation: Federation) -> None:
     """Load every site's data and pre-flight the network; raise the first problem found."""
     first = site_data(federation, federation.sites[0])
@@ -57,20 +69,12 @@ def simulate(
     check_before_start(federation)
     folder = RunFolder.create(out, federation, on_round=on_round)
     config_file = folder.config_file.resolve()
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": os.cpu_count() or 1,
-            "logging_level": "error",
-            "log_to_driver": False,
-        },
-    }
     with _quiet_flower():
         run_simulation(
             server_app=make_server_app(config_file, folder),
             client_app=make_client_app(str(config_file)),
             num_supernodes=len(federation.sites),
-            backend_config=backend_config,
+            backend_config=backend_config(),
         )
     return folder
 

@@ -1,0 +1,120 @@
+"""Test AUC and accuracy on PneumoniaMNIST: pooled, local-only, FedAvg, FedProx, +/- DP.
+
+Usage: python bench/accuracy.py [--rounds 20] [--seeds 0 1 2] [--out bench/results/accuracy.md]
+
+4 sites, Dirichlet(0.5) label skew, 1 local epoch per round, small CNN, DP
+at epsilon 8 per site. Pooled trains one model on all training data for as
+many epochs as the federation has rounds; local-only trains each site alone
+on its shard. Every number is the mean over sites' own test splits (slices
+of the official test set), then over seeds. Needs ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from report import write_table
+
+from flowerbed.config import Federation, load_federation
+from flowerbed.datasets import load_dataset, site_data
+from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
+from flowerbed.models import ModelSpec, build_model
+from flowerbed.privacy import PrivacyAccount, plan_noise
+from flowerbed.simulation import simulate
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/medmnist/pneumoniamnist.npz"
+
+
+def federation(strategy: str, dp: bool, rounds: int, seed: int) -> Federation:
+    return load_federation(
+        None,
+        {
+            "run": {"strategy": strategy, "rounds": rounds, "seed": seed},
+            "data": {"source": str(DATA), "partition": "dirichlet", "alpha": 0.5},
+            "privacy": {"enabled": dp, "epsilon": 8.0},
+        },
+    )
+
+
+def federated(strategy: str, dp: bool, rounds: int, seed: int) -> tuple[float, float]:
+    fed = federation(strategy, dp, rounds, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = simulate(fed, Path(tmp) / "run")
+    rows = [folder.latest[site.name, "test"] for site in fed.sites]
+    return statistics.mean(r.auc for r in rows), statistics.mean(r.accuracy for r in rows)
+
+
+def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple[float, float]:
+    """One model trained on ``train_set`` only, the way a site would without a federation."""
+    torch.manual_seed(seed)
+    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    steps = steps_per_epoch(len(train_set), fed.run.batch_size)
+    dp = None
+    if fed.privacy.enabled:
+        noise = plan_noise(fed.privacy.epsilon, fed.privacy.delta, 1 / steps, steps * epochs)
+        dp = DPPlan(noise, fed.privacy.max_grad_norm)
+    plan = TrainPlan(1, fed.run.batch_size, fed.run.learning_rate, dp=dp)
+    account = PrivacyAccount()
+    for epoch in range(epochs):
+        train(model, train_set, 2, plan, account, seed * 1000 + epoch)
+    scores = evaluate(model, test_set, 2)
+    return scores.auc, scores.accuracy
+
+
+def pooled(dp: bool, rounds: int, seed: int) -> tuple[float, float]:
+    fed = federation("fedavg", dp, rounds, seed)
+    data = load_dataset(str(DATA))
+    return alone(data.train, data.test, fed, rounds, seed)
+
+
+def local_only(dp: bool, rounds: int, seed: int) -> tuple[float, float]:
+    fed = federation("fedavg", dp, rounds, seed)
+    scores = [
+        alone(shard.train, shard.test, fed, rounds, seed)
+        for shard in (site_data(fed, site) for site in fed.sites)
+    ]
+    return statistics.mean(s[0] for s in scores), statistics.mean(s[1] for s in scores)
+
+
+SETUPS = {
+    "pooled": pooled,
+    "local-only": local_only,
+    "fedavg": lambda dp, rounds, seed: federated("fedavg", dp, rounds, seed),
+    "fedprox": lambda dp, rounds, seed: federated("fedprox", dp, rounds, seed),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/accuracy.md"))
+    args = parser.parse_args()
+    if not DATA.is_file():
+        raise SystemExit(f"{DATA} is absent; this benchmark needs ../shared/data")
+    warnings.filterwarnings("ignore")
+    rows = []
+    for name, run in SETUPS.items():
+        for dp in (False, True):
+            results = [run(dp, args.rounds, seed) for seed in args.seeds]
+            auc = statistics.mean(r[0] for r in results)
+            acc = statistics.mean(r[1] for r in results)
+            rows.append(f"| {name} | {'epsilon 8' if dp else 'off'} | {auc:.3f} | {acc:.3f} |")
+            print(rows[-1], flush=True)
+    seeds = " ".join(map(str, args.seeds))
+    write_table(
+        args.out,
+        f"PneumoniaMNIST, 4 sites, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, small CNN, "
+        f"seeds {seeds} (`python bench/accuracy.py --rounds {args.rounds} --seeds {seeds}`)",
+        ["setup", "DP", "test AUC", "test accuracy"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
