@@ -30,8 +30,8 @@ def make_client_app(federation_file: str | None = None) -> ClientApp:
     app = ClientApp()
 
     def site_of(context: Context) -> tuple[Federation, SiteSettings]:
-        path = federation_file or str(context.run_config[R.FEDERATION_FILE])
-        return resolve_site(context, path)
+        path = federation_file or context.run_config.get(R.FEDERATION_FILE)
+        return resolve_site(context, None if path is None else str(path))
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
