@@ -35,15 +35,6 @@ ACCURACY = "accuracy"
 EPSILON = "epsilon"
 EPSILON_BUDGET = "epsilon-budget"
 BUDGET_EXHAUSTED = "budget-exhausted"
-DECLARED_METRICS = (
-    NUM_EXAMPLES,
-    LOSS,
-    AUC,
-    ACCURACY,
-    EPSILON,
-    EPSILON_BUDGET,
-    BUDGET_EXHAUSTED,
-)
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"

@@ -45,14 +45,6 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
 
-    @property
-    def spatial_dims(self) -> int:
-        return self.train.images.ndim - 2
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
-
 
 @dataclass(frozen=True)
 class SiteData:
