@@ -49,7 +49,15 @@ def simulate(
     model: Annotated[
         str | None, typer.Option(help="small-cnn, densenet121, resnet10, resnet18")
     ] = None,
-    strategy: Annotated[str | None, typer.Option(help="fedavg or fedprox")] = None,
+    strategy: Annotated[str | None, typer.Option(help="fedavg, fedprox or gossip")] = None,
+    topology: Annotated[
+        str | None,
+        typer.Option(
+            help="gossip graph: ring, torus, exponential, one-peer-exponential, "
+            "random-regular, complete, or an edge-list file"
+        ),
+    ] = None,
+    degree: Annotated[int | None, typer.Option(help="neighbours per site (random-regular)")] = None,
     rounds: Annotated[int | None, typer.Option(help="federated rounds")] = None,
     local_epochs: Annotated[int | None, typer.Option(help="local epochs per round")] = None,
     epsilon: Annotated[
@@ -67,7 +75,13 @@ def simulate(
         raise FlowerbedError("--epsilon and --no-dp contradict each other; pass one of them")
     overrides: dict[str, Any] = {
         "run": _given(
-            model=model, strategy=strategy, rounds=rounds, local_epochs=local_epochs, seed=seed
+            model=model,
+            strategy=strategy,
+            topology=topology,
+            degree=degree,
+            rounds=rounds,
+            local_epochs=local_epochs,
+            seed=seed,
         ),
         "data": _given(source=data, partition=partition, alpha=alpha),
         "privacy": _given(epsilon=epsilon, enabled=False if no_dp else None),
@@ -110,7 +124,13 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
     with progress:
         folder = run_simulation(federation, out, on_round=on_round)
     console.print(_site_table(federation, folder))
-    console.print(f"run folder: {out} (config.toml, metrics.csv, model.pt)")
+    if run.strategy == "gossip":
+        console.print(
+            f"run folder: {out} (config.toml, metrics.csv, consensus.csv; no global model: "
+            "each site's own model is in sites/<site>/model.pt)"
+        )
+    else:
+        console.print(f"run folder: {out} (config.toml, metrics.csv, model.pt)")
 
 
 def _round_line(server_round: int, rows: list[SiteRow]) -> str:
@@ -118,6 +138,9 @@ def _round_line(server_round: int, rows: list[SiteRow]) -> str:
     mean_auc = sum(aucs) / len(aucs) if aucs else float("nan")
     spent = max((r.epsilon for r in rows), default=0.0)
     line = f"round {server_round}: mean test AUC {mean_auc:.3f}, max epsilon spent {spent:.2f}"
+    gaps = [r.disagreement for r in rows if r.split == "train" and not math.isnan(r.disagreement)]
+    if gaps:
+        line += f", mean disagreement with neighbours {sum(gaps) / len(gaps):.2e}"
     refused = [r.site for r in rows if r.status == "refused"]
     if refused:
         line += f" [yellow]· budget spent, did not train: {', '.join(refused)}[/]"

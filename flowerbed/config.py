@@ -5,6 +5,7 @@ One TOML file describes a federation for simulation::
     [run]          strategy, rounds, local epochs, model, seed, optimiser
     [data]         one dataset split across the sites that name no data of their own
     [privacy]      DP-SGD on or off, the default per-site (epsilon, delta) budget
+    [residency]    country = [countries that may receive its sites' model updates]
     [[sites]]      name, country (ISO 3166-1 alpha-2), optional own data and budget
 
 Values are validated here, at the edge: a bad one raises ``ConfigError`` naming
@@ -52,6 +53,8 @@ class RunSettings(_Section):
         None, gt=0, le=10, description="default: 0.05 under DP-SGD, 0.01 without"
     )
     proximal_mu: float = Field(0.01, ge=0)
+    topology: str = Field("exponential", description="gossip graph: a name or an edge-list file")
+    degree: int = Field(3, ge=1, description="neighbours per site in random-regular")
 
     @field_validator("strategy")
     @classmethod
@@ -66,6 +69,17 @@ class RunSettings(_Section):
         from flowerbed.models import MODELS
 
         return MODELS.check(name)
+
+    @field_validator("topology")
+    @classmethod
+    def _known_topology(cls, name: str) -> str:
+        from flowerbed.strategies.topology import TOPOLOGIES
+
+        if Path(name).suffix:
+            if not Path(name).is_file():
+                raise ValueError(f"edge-list file {name} does not exist; pass an existing file")
+            return name
+        return TOPOLOGIES.check(name)
 
 
 class DataSettings(_Section):
@@ -104,11 +118,15 @@ class SiteSettings(_Section):
     @field_validator("country", mode="before")
     @classmethod
     def _iso_country(cls, code: Any) -> str:
-        if not isinstance(code, str) or not is_country_code(code.strip().upper()):
-            raise ValueError(
-                f"{code!r} is not an ISO 3166-1 alpha-2 country code; use two letters such as DE"
-            )
-        return code.strip().upper()
+        return _country(code)
+
+
+def _country(code: Any) -> str:
+    if not isinstance(code, str) or not is_country_code(code.strip().upper()):
+        raise ValueError(
+            f"{code!r} is not an ISO 3166-1 alpha-2 country code; use two letters such as DE"
+        )
+    return code.strip().upper()
 
 
 class Federation(BaseSettings):
@@ -121,7 +139,24 @@ class Federation(BaseSettings):
     run: RunSettings = RunSettings()
     data: DataSettings = DataSettings()
     privacy: PrivacySettings = PrivacySettings()
+    residency: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="country -> countries that may receive its sites' model updates "
+        "(a country not listed may send anywhere)",
+    )
     sites: list[SiteSettings] = Field(min_length=1)
+
+    @field_validator("residency", mode="before")
+    @classmethod
+    def _iso_countries(cls, policy: Any) -> Any:
+        if not isinstance(policy, dict):
+            return policy
+        return {
+            _country(sender): [_country(c) for c in receivers]
+            if isinstance(receivers, list)
+            else receivers
+            for sender, receivers in policy.items()
+        }
 
     @model_validator(mode="after")
     def _learning_rate_for_the_privacy_mode(self) -> Federation:
@@ -208,6 +243,9 @@ def _anchor_paths(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
     if isinstance(raw.get("data"), dict) and "source" in raw["data"]:
         raw["data"]["source"] = anchored(raw["data"]["source"])
+    topology = raw.get("run", {}).get("topology") if isinstance(raw.get("run"), dict) else None
+    if isinstance(topology, str) and Path(topology).suffix:
+        raw["run"]["topology"] = anchored(topology)
     for site in raw.get("sites", []):
         if isinstance(site, dict) and "data" in site:
             site["data"] = anchored(site["data"])

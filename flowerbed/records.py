@@ -10,6 +10,16 @@ CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
 
+# Gossip: the relay hands each site its inbox and whom to seal for; the site
+# replies with one sealed payload per addressee and its own model's test scores.
+TEST_METRICS = "test-metrics"
+INBOX = "inbox"  # sender name -> sealed payload (bytes)
+MIX_WEIGHTS = "mix-weights"  # sender name -> Metropolis-Hastings weight
+PEER_KEYS = "peer-keys"  # site name -> X25519 public key, for senders and addressees
+SEND_TO = "send-to"  # ConfigRecord {SEND_TO: [addressee names]}
+SEALED = "sealed"  # addressee name -> sealed payload (bytes)
+IDENTITY_QUERY = "identity"  # query message name: a site answers with its SITE record
+
 # ConfigRecord keys the ServerApp sends.
 SERVER_ROUND = "server-round"
 NUM_ROUNDS = "num-rounds"
@@ -26,6 +36,7 @@ OUT_CHANNELS = "out-channels"
 # Site identity a site attaches to every reply (public: it names the sender).
 SITE_NAME = "name"
 SITE_COUNTRY = "country"
+SITE_PUBLIC_KEY = "x25519-public-key"
 
 # MetricRecord keys: the only metrics a site declares.
 NUM_EXAMPLES = "num-examples"
@@ -35,6 +46,8 @@ ACCURACY = "accuracy"
 EPSILON = "epsilon"
 EPSILON_BUDGET = "epsilon-budget"
 BUDGET_EXHAUSTED = "budget-exhausted"
+DISAGREEMENT = "disagreement"  # gossip: mean squared parameter distance to neighbours
+REJECTED_PAYLOADS = "rejected-payloads"  # gossip: payloads that failed to open
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"

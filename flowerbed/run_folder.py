@@ -41,7 +41,7 @@ class RunFolder:
     ) -> None:
         """``on_round(round, rows)`` is called after each round with that round's rows."""
         self.path = Path(path)
-        self._on_round = on_round
+        self.on_round = on_round
         self.failures: list[str] = []
         self.latest: dict[tuple[str, str], SiteRow] = {}
         self._this_round: list[SiteRow] = []
@@ -77,8 +77,8 @@ class RunFolder:
     def round_done(self, server_round: int) -> None:
         self.rounds_completed = server_round
         rows, self._this_round = self._this_round, []
-        if self._on_round is not None:
-            self._on_round(server_round, rows)
+        if self.on_round is not None:
+            self.on_round(server_round, rows)
 
     def save_model(self, state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> None:
         torch.save(

@@ -41,7 +41,7 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     spec = model_spec_for(federation)
     torch.manual_seed(run.seed)
     initial = ArrayRecord(build_model(spec).state_dict())
-    strategy = STRATEGIES.get(run.strategy)(run, len(federation.sites), folder)
+    strategy = STRATEGIES.get(run.strategy)(federation, folder)
     train_config = ConfigRecord(
         {
             R.NUM_ROUNDS: run.rounds,
@@ -67,8 +67,8 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     except RunStopped as stop:
         folder.save_status(completed=False, reason=str(stop))
         raise
-    final = result.arrays if len(result.arrays) else initial
-    folder.save_model(final.to_torch_state_dict(), spec)
+    if len(result.arrays):  # serverless runs have no global model: each site keeps its own
+        folder.save_model(result.arrays.to_torch_state_dict(), spec)
     folder.save_status(completed=True)
 
 

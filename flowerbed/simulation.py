@@ -15,16 +15,22 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from flwr.simulation import run_simulation
 
 from flowerbed.config import Federation
 from flowerbed.datasets import site_data
 from flowerbed.errors import DataError
 from flowerbed.hospital_client.app import make_client_app
+from flowerbed.hospital_client.gossip_site import load_home_model
 from flowerbed.models import build_model, preflight
 from flowerbed.run_folder import RunFolder
 from flowerbed.server_app import make_server_app, model_spec_for
 from flowerbed.strategies import SiteRow
+from flowerbed.strategies.gossip import plan_topology
+
+SITES_DIR = "sites"
+CONSENSUS_FILE = "consensus.csv"
 
 
 def backend_config() -> dict:
@@ -52,6 +58,41 @@ def check_before_start(federation: Federation) -> None:
             )
     if federation.privacy.enabled:
         preflight(build_model(model_spec_for(federation)), first.sample_shape)
+    if federation.run.strategy == "gossip":
+        plan_topology(federation)
+
+
+def consensus_distance(states: list[dict[str, torch.Tensor]]) -> float:
+    """Mean over sites of the mean squared distance of their parameters to the sites' average.
+
+    A diagnostic only simulation can compute: it needs every site's model in
+    one place, which in deployment no party ever has.
+    """
+    names = [n for n, t in states[0].items() if t.is_floating_point()]
+    size = sum(states[0][n].numel() for n in names)
+    total = 0.0
+    for name in names:
+        stacked = torch.stack([state[name].double() for state in states])
+        total += float(((stacked - stacked.mean(dim=0)) ** 2).sum())
+    return total / (len(states) * size)
+
+
+def _with_consensus(
+    federation: Federation, folder: RunFolder, then: Callable[[int, list[SiteRow]], None] | None
+) -> Callable[[int, list[SiteRow]], None]:
+    """Append each gossip round's true consensus distance to ``consensus.csv``, then ``then``."""
+    out = folder.path / CONSENSUS_FILE
+    out.write_text("round,consensus_distance_simulation_diagnostic\n")
+
+    def on_round(server_round: int, rows: list[SiteRow]) -> None:
+        homes = folder.path / SITES_DIR
+        states = [load_home_model(homes / site.name) for site in federation.sites]
+        with open(out, "a") as csv:
+            csv.write(f"{server_round},{consensus_distance(states)!r}\n")
+        if then is not None:
+            then(server_round, rows)
+
+    return on_round
 
 
 def simulate(
@@ -62,17 +103,21 @@ def simulate(
     """Train ``federation`` in simulation, writing the run folder ``out``.
 
     ``on_round(round, rows)`` is called after each round (training and
-    evaluation) with every site's rows of that round. Raises ``RunStopped`` if
-    the run had to end early; the folder then still holds every finished round
-    and the reason.
+    evaluation) with every site's rows of that round. A gossip run's sites
+    keep their models under ``out/sites/<site>/``, and ``out/consensus.csv``
+    gets the true consensus distance per round (a simulation-only diagnostic).
+    Raises ``RunStopped`` if the run had to end early; the folder then still
+    holds every finished round and the reason.
     """
     check_before_start(federation)
     folder = RunFolder.create(out, federation, on_round=on_round)
+    if federation.run.strategy == "gossip":
+        folder.on_round = _with_consensus(federation, folder, on_round)
     config_file = folder.config_file.resolve()
     with _quiet_flower():
         run_simulation(
             server_app=make_server_app(config_file, folder),
-            client_app=make_client_app(str(config_file)),
+            client_app=make_client_app(str(config_file), str(folder.path / SITES_DIR)),
             num_supernodes=len(federation.sites),
             backend_config=backend_config(),
         )

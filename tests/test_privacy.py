@@ -8,7 +8,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from flowerbed import records as R
 from flowerbed.config import load_federation
 from flowerbed.errors import RunStopped
-from flowerbed.hospital_client.app import train_round
+from flowerbed.hospital_client.site_round import train_round
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy import PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg
 
-from flowerbed.config import RunSettings
+from flowerbed.config import Federation
 from flowerbed.strategies.observer import RoundObserver
 from flowerbed.strategies.registry import STRATEGIES, every_site
 from flowerbed.strategies.site_aware import SiteAware
@@ -15,7 +15,7 @@ class SiteAwareFedAvg(SiteAware, FedAvg):
 
 
 @STRATEGIES.register("fedavg")
-def fedavg(settings: RunSettings, sites: int, observer: RoundObserver) -> SiteAwareFedAvg:
-    strategy = SiteAwareFedAvg(**every_site(sites))
+def fedavg(federation: Federation, observer: RoundObserver) -> SiteAwareFedAvg:
+    strategy = SiteAwareFedAvg(**every_site(len(federation.sites)))
     strategy.observer = observer
     return strategy

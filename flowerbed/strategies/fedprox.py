@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedProx
 
-from flowerbed.config import RunSettings
+from flowerbed.config import Federation
 from flowerbed.strategies.observer import RoundObserver
 from flowerbed.strategies.registry import STRATEGIES, every_site
 from flowerbed.strategies.site_aware import SiteAware
@@ -19,7 +19,9 @@ class SiteAwareFedProx(SiteAware, FedProx):
 
 
 @STRATEGIES.register("fedprox")
-def fedprox(settings: RunSettings, sites: int, observer: RoundObserver) -> SiteAwareFedProx:
-    strategy = SiteAwareFedProx(**every_site(sites), proximal_mu=settings.proximal_mu)
+def fedprox(federation: Federation, observer: RoundObserver) -> SiteAwareFedProx:
+    strategy = SiteAwareFedProx(
+        **every_site(len(federation.sites)), proximal_mu=federation.run.proximal_mu
+    )
     strategy.observer = observer
     return strategy

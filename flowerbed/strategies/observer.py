@@ -31,10 +31,14 @@ class SiteRow:
     epsilon: float
     epsilon_budget: float
     status: str  # "ok", or "refused" when the site's budget could not pay for the round
+    bytes_sent: int  # payload bytes of the reply: parameters or sealed payloads
+    disagreement: float  # gossip: mean squared parameter distance to the neighbours heard
 
     @classmethod
-    def from_reply(cls, server_round: int, split: str, reply: Message) -> SiteRow:
-        metrics = next(iter(reply.content.metric_records.values()))
+    def from_reply(
+        cls, server_round: int, split: str, reply: Message, metrics_key: str = R.METRICS
+    ) -> SiteRow:
+        metrics = reply.content[metrics_key]
         site = reply.content[R.SITE]
         refused = bool(metrics.get(R.BUDGET_EXHAUSTED, 0))
         return cls(
@@ -49,7 +53,17 @@ class SiteRow:
             epsilon=float(metrics[R.EPSILON]),
             epsilon_budget=float(metrics[R.EPSILON_BUDGET]),
             status="refused" if refused else "ok",
+            bytes_sent=payload_bytes(reply) if split == "train" else 0,
+            disagreement=float(metrics.get(R.DISAGREEMENT, NAN)),
         )
+
+
+def payload_bytes(reply: Message) -> int:
+    """Bytes of model content in a reply: its parameters, or its sealed payloads."""
+    arrays = reply.content.array_records.get(R.ARRAYS)
+    sealed = reply.content.config_records.get(R.SEALED)
+    total = sum(len(array.data) for array in arrays.values()) if arrays else 0
+    return total + (sum(len(blob) for blob in sealed.values()) if sealed else 0)
 
 
 class RoundObserver(Protocol):

@@ -1,4 +1,8 @@
-"""The strategy registry: a name -> factory(settings, number of sites, observer)."""
+"""The strategy registry: a name -> factory(federation, observer).
+
+Each factory returns an object with Flower's ``Strategy.start`` signature;
+server-side ones are Flower strategies, the gossip relay mimics the call.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,203 @@
+"""A site's gossip round: open, mix, train, evaluate, seal; one message each way.
+
+The site keeps its own model in ``context.state`` between rounds (it
+survives the per-message subprocess of a deployed SuperNode) and a copy at
+home (``<home>/model.pt``), its model at the end of the run. There is no
+global model: what arrives are sealed payloads from the neighbours the
+relay scheduled, each opened with this site's X25519 key and bound to this
+run, the previous round, the sender and this site.
+
+Mixing uses the Metropolis-Hastings weights the relay computed over the
+peers that answered last round (public scheduling facts, not data). A
+payload that does not open or does not fit the model is rejected: its
+weight falls back to the site's own model, and the count is reported.
+A site whose privacy budget is spent still mixes and passes its model on:
+mixing models already released under DP costs no privacy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from logging import WARNING
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.common.logger import log
+
+from flowerbed import records as R
+from flowerbed.config import Federation, SiteSettings
+from flowerbed.datasets import site_data
+from flowerbed.hospital_client.site_round import site_reply, spec_of, test_metrics, train_locally
+from flowerbed.models import ModelSpec, build_model
+from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed, seal
+
+KEYS_STATE = "gossip-keys"
+MODEL_STATE = "gossip-model"
+PRIVATE_KEY = "x25519-private-key"
+HOME_KEY = "home"
+MODEL_FILE = "model.pt"
+
+State = dict[str, torch.Tensor]
+
+
+def site_keys(context: Context) -> SiteKeys:
+    """This site's X25519 key pair, made on first use and kept in ``context.state``."""
+    record = context.state.get(KEYS_STATE)
+    if record is not None:
+        return SiteKeys.from_bytes(bytes(record[PRIVATE_KEY]))
+    keys = SiteKeys.generate()
+    context.state[KEYS_STATE] = ConfigRecord({PRIVATE_KEY: keys.private_bytes()})
+    return keys
+
+
+def identity(context: Context, site: SiteSettings) -> RecordDict:
+    """Name, country and public key: what the relay forwards to this site's neighbours."""
+    return RecordDict({R.SITE: _site_record(site, site_keys(context))})
+
+
+def _site_record(site: SiteSettings, keys: SiteKeys) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            R.SITE_NAME: site.name,
+            R.SITE_COUNTRY: site.country,
+            R.SITE_PUBLIC_KEY: keys.public_bytes(),
+        }
+    )
+
+
+def state_to_bytes(state: State) -> bytes:
+    """Parameters as an ``.npz`` (no pickle: a payload can never run code when loaded)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: tensor.detach().cpu().numpy() for name, tensor in state.items()})
+    return buffer.getvalue()
+
+
+def state_from_bytes(raw: bytes, like: State) -> State:
+    """Parameters from ``state_to_bytes``; ``ValueError`` unless names and shapes match ``like``."""
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+            state = {name: torch.from_numpy(arrays[name]) for name in arrays.files}
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"not a parameter archive ({err})") from None
+    if state.keys() != like.keys() or any(state[k].shape != like[k].shape for k in like):
+        raise ValueError("parameters do not fit this site's model")
+    return state
+
+
+def mix(own: State, neighbours: dict[str, tuple[float, State]]) -> tuple[State, float]:
+    """``own`` mixed with weighted neighbours; also the mean squared distance to them.
+
+    Non-float entries (counters) stay the site's own. The distance is per
+    parameter, averaged over neighbours, measured before mixing.
+    """
+    keep = 1.0 - sum(weight for weight, _ in neighbours.values())
+    mixed, distances = {}, []
+    for name, tensor in own.items():
+        if not tensor.is_floating_point():
+            mixed[name] = tensor.clone()
+            continue
+        total = keep * tensor
+        for weight, state in neighbours.values():
+            total = total + weight * state[name].to(tensor.dtype)
+        mixed[name] = total
+    floats = [name for name, tensor in own.items() if tensor.is_floating_point()]
+    size = sum(own[name].numel() for name in floats)
+    for _, state in neighbours.values():
+        squared = sum(float(((own[n] - state[n]) ** 2).sum()) for n in floats)
+        distances.append(squared / size)
+    disagreement = float(np.mean(distances)) if distances else float("nan")
+    return mixed, disagreement
+
+
+def _own_state(context: Context, spec: ModelSpec, seed: int) -> State:
+    record = context.state.get(MODEL_STATE)
+    if record is not None:
+        return record.to_torch_state_dict()
+    torch.manual_seed(seed)  # every site starts from the same seeded model
+    return build_model(spec).state_dict()
+
+
+def _open_inbox(
+    msg: Message, keys: SiteKeys, site: str, own: State
+) -> tuple[dict[str, tuple[float, State]], int]:
+    """Neighbours' opened payloads with their weights, and how many were rejected."""
+    inbox, weights, peer_keys = (
+        msg.content[R.INBOX],
+        msg.content[R.MIX_WEIGHTS],
+        msg.content[R.PEER_KEYS],
+    )
+    sent_in = int(msg.content[R.CONFIG][R.SERVER_ROUND]) - 1
+    opened, rejected = {}, 0
+    for sender, payload in inbox.items():
+        envelope = Envelope(msg.metadata.run_id, sent_in, sender, site)
+        try:
+            plain = open_sealed(bytes(payload), keys, bytes(peer_keys[sender]), envelope)
+            opened[sender] = (float(weights[sender]), state_from_bytes(plain, own))
+        except (SealError, ValueError, KeyError) as err:
+            rejected += 1
+            log(WARNING, "%s rejected a payload from %s: %s", site, sender, err)
+    return opened, rejected
+
+
+def gossip_round(
+    msg: Message,
+    context: Context,
+    federation: Federation,
+    site: SiteSettings,
+    homes: str | None,
+) -> RecordDict:
+    """Open the inbox, mix, train with DP-SGD, evaluate, seal for the next neighbours."""
+    config = msg.content[R.CONFIG]
+    spec = spec_of(config)
+    keys = site_keys(context)
+    data = site_data(federation, site)
+    own = _own_state(context, spec, int(config[R.SEED]))
+    neighbours, rejected = _open_inbox(msg, keys, site.name, own)
+    mixed, disagreement = mix(own, neighbours)
+    model = build_model(spec)
+    model.load_state_dict(mixed)
+    train_metrics = train_locally(model, config, context, federation, site, data)
+    train_metrics[R.DISAGREEMENT] = disagreement
+    train_metrics[R.REJECTED_PAYLOADS] = rejected
+    state = model.state_dict()
+    context.state[MODEL_STATE] = ArrayRecord(state)
+    _save_home(context, homes, site.name, state, spec)
+    plain = state_to_bytes(state)
+    peer_keys = msg.content[R.PEER_KEYS]
+    sealed = ConfigRecord(
+        {
+            to: seal(
+                plain,
+                keys,
+                bytes(peer_keys[to]),
+                Envelope(msg.metadata.run_id, int(config[R.SERVER_ROUND]), site.name, to),
+            )
+            for to in msg.content[R.SEND_TO][R.SEND_TO]
+        }
+    )
+    content = site_reply(site, train_metrics)
+    content[R.TEST_METRICS] = test_metrics(model, context, federation, site, data)
+    content[R.SEALED] = sealed
+    return content
+
+
+def _save_home(
+    context: Context, homes: str | None, name: str, state: State, spec: ModelSpec
+) -> None:
+    """Keep the site's current model at home, where the site (not the relay) can use it."""
+    home = context.node_config.get(HOME_KEY) or (homes and str(Path(homes) / name))
+    if not home:
+        return
+    path = Path(str(home))
+    path.mkdir(parents=True, exist_ok=True)
+    partial = path / (MODEL_FILE + ".tmp")
+    torch.save({"spec": dataclasses.asdict(spec), "state_dict": state}, partial)
+    partial.replace(path / MODEL_FILE)  # atomic: a crash never leaves half a model
+
+
+def load_home_model(home: Path) -> State:
+    """A site's model as kept at home."""
+    return torch.load(Path(home) / MODEL_FILE, weights_only=True)["state_dict"]

@@ -1,0 +1,213 @@
+"""Serverless peer averaging: the ServerApp only schedules and relays sealed payloads.
+
+One round is one round trip per site (see ``../shared/DESIGN.md``): the
+relay sends each site its inbox (payloads its neighbours sealed for it last
+round, with Metropolis-Hastings weights over the peers that answered) and
+the names and public keys of this round's addressees; the site mixes,
+trains, evaluates, seals once per addressee and replies. The relay moves
+bytes it cannot open and never holds a model, so the run has no global
+model: each site keeps its own, at home.
+
+Before round 1 the relay asks every site for its identity (name, country,
+X25519 public key), checks it against the federation, and plans the
+topology under the residency policy: forbidden edges are dropped and a
+graph left disconnected stops the run before it starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from logging import INFO
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result
+
+from flowerbed import records as R
+from flowerbed.audit import ResidencyPolicy
+from flowerbed.config import Federation
+from flowerbed.errors import ConfigError, RunStopped
+from flowerbed.strategies.observer import RoundObserver, SiteRow
+from flowerbed.strategies.registry import STRATEGIES
+from flowerbed.strategies.topology import Topology, build_topology
+
+CONNECT_POLL_S = 1.0
+
+
+def plan_topology(federation: Federation) -> Topology:
+    """The run's topology minus the edges the residency policy forbids; refuses a split graph."""
+    names = [site.name for site in federation.sites]
+    countries = [site.country for site in federation.sites]
+    policy = ResidencyPolicy(federation.residency)
+    topology = build_topology(
+        federation.run.topology, names, federation.run.seed, federation.run.degree
+    ).without(lambda s, r: not policy.permits(countries[s], countries[r]))
+    parts = topology.components()
+    if len(parts) > 1:
+        described = " | ".join(
+            f"{'/'.join(sorted({countries[i] for i in part}))}: "
+            + ", ".join(names[i] for i in part)
+            for part in parts
+        )
+        raise ConfigError(
+            f"residency policy cuts the {federation.run.topology} topology into "
+            f"{len(parts)} groups that never exchange models ({described}); allow transfers "
+            "between these countries in [residency] or choose a denser topology"
+        )
+    return topology
+
+
+class GossipRelay:
+    """Schedules gossip rounds and relays sealed payloads; holds no model."""
+
+    def __init__(self, federation: Federation, observer: RoundObserver) -> None:
+        self.federation = federation
+        self.observer = observer
+        self.topology = plan_topology(federation)
+        self.names = [site.name for site in federation.sites]
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: object,
+        num_rounds: int,
+        timeout: float,
+        train_config: ConfigRecord,
+        evaluate_config: ConfigRecord,
+    ) -> Result:
+        """Run ``num_rounds`` of gossip. ``initial_arrays`` is unused: sites seed their own
+        models; ``evaluate_config`` too: each site evaluates in its train reply."""
+        nodes, keys = self._identify(grid, timeout)
+        log(
+            INFO,
+            "gossip on %s: %d sites, spectral gap %.3f",
+            self.topology.name,
+            len(nodes),
+            self.topology.spectral_gap(),
+        )
+        inbox: dict[int, dict[int, bytes]] = {}
+        weights: dict[int, dict[int, float]] = {}
+        for server_round in range(1, num_rounds + 1):
+            messages = [
+                self._instruction(
+                    grid, node, site, server_round, train_config, inbox, weights, keys
+                )
+                for site, node in enumerate(nodes)
+            ]
+            replies = list(grid.send_and_receive(messages, timeout=timeout))
+            answered, sealed = self._collect(server_round, nodes, replies)
+            weights = self.topology.weights(server_round, answered)
+            inbox = {
+                receiver: {sender: sealed[sender][receiver] for sender in row}
+                for receiver, row in weights.items()
+            }
+            self.observer.round_done(server_round)
+        return Result()
+
+    def _identify(self, grid: Grid, timeout: float) -> tuple[list[int], list[bytes]]:
+        """Node ids and public keys in federation order, from each site's own answer."""
+        deadline = time.monotonic() + timeout
+        while len(node_ids := list(grid.get_node_ids())) < len(self.names):
+            if time.monotonic() > deadline:
+                raise RunStopped(
+                    f"only {len(node_ids)} of {len(self.names)} sites connected in time"
+                )
+            time.sleep(CONNECT_POLL_S)
+        queries = [
+            grid.create_message(RecordDict(), f"query.{R.IDENTITY_QUERY}", node, "identity")
+            for node in node_ids
+        ]
+        nodes: dict[str, int] = {}
+        keys: dict[str, bytes] = {}
+        for reply in grid.send_and_receive(queries, timeout=timeout):
+            if reply.has_error():
+                raise RunStopped(f"a site failed to identify itself: {reply.error.reason}")
+            site = reply.content[R.SITE]
+            name = str(site[R.SITE_NAME])
+            self._check_identity(name, str(site[R.SITE_COUNTRY]))
+            nodes[name] = reply.metadata.src_node_id
+            keys[name] = bytes(site[R.SITE_PUBLIC_KEY])
+        missing = [name for name in self.names if name not in nodes]
+        if missing:
+            raise RunStopped(f"sites {', '.join(missing)} did not answer; start their SuperNodes")
+        return [nodes[n] for n in self.names], [keys[n] for n in self.names]
+
+    def _check_identity(self, name: str, country: str) -> None:
+        expected = {site.name: site.country for site in self.federation.sites}
+        if name not in expected:
+            raise RunStopped(f"a node calls itself {name!r}, which the federation does not list")
+        if country != expected[name]:
+            raise RunStopped(
+                f"site {name} says it is in {country} but the federation places it in "
+                f"{expected[name]}; the residency plan would not hold, fix one of them"
+            )
+
+    def _instruction(
+        self,
+        grid: Grid,
+        node: int,
+        site: int,
+        server_round: int,
+        train_config: ConfigRecord,
+        inbox: dict[int, dict[int, bytes]],
+        weights: dict[int, dict[int, float]],
+        keys: list[bytes],
+    ) -> Message:
+        send_to = self.topology.receivers_of(site, server_round)
+        heard = inbox.get(site, {})
+        content = RecordDict(
+            {
+                R.CONFIG: ConfigRecord({**train_config, R.SERVER_ROUND: server_round}),
+                R.INBOX: ConfigRecord({self.names[s]: blob for s, blob in heard.items()}),
+                R.MIX_WEIGHTS: ConfigRecord(
+                    {self.names[s]: w for s, w in weights.get(site, {}).items()}
+                ),
+                R.PEER_KEYS: ConfigRecord({self.names[p]: keys[p] for p in {*heard, *send_to}}),
+                R.SEND_TO: ConfigRecord({R.SEND_TO: [self.names[r] for r in send_to]}),
+            }
+        )
+        return grid.create_message(content, "train", node, str(server_round))
+
+    def _collect(
+        self, server_round: int, nodes: list[int], replies: Iterable[Message]
+    ) -> tuple[set[int], dict[int, dict[int, bytes]]]:
+        """Report every reply; return the sites that answered and their sealed payloads."""
+        position = {node: site for site, node in enumerate(nodes)}
+        answered: set[int] = set()
+        sealed: dict[int, dict[int, bytes]] = {}
+        train_rows, test_rows = [], []
+        for reply in replies:
+            if reply.has_error():
+                self.observer.site_failed(
+                    server_round, "train", reply.metadata.src_node_id, reply.error.reason
+                )
+                continue
+            site = position[reply.metadata.src_node_id]
+            expected = set(self.topology.receivers_of(site, server_round))
+            blobs = reply.content[R.SEALED]
+            if {self.names[r] for r in expected} != set(blobs.keys()):
+                self.observer.site_failed(
+                    server_round, "train", reply.metadata.src_node_id, "sealed for other sites"
+                )
+                continue
+            answered.add(site)
+            sealed[site] = {r: bytes(blobs[self.names[r]]) for r in expected}
+            train_rows.append(SiteRow.from_reply(server_round, "train", reply))
+            test_rows.append(SiteRow.from_reply(server_round, "test", reply, R.TEST_METRICS))
+        self.observer.site_rows(train_rows)
+        self.observer.site_rows(test_rows)
+        if not answered:
+            raise RunStopped(f"round {server_round}: no site answered; the run cannot go on")
+        if all(row.status == "refused" for row in train_rows):
+            raise RunStopped(
+                f"round {server_round}: no site could train (every privacy budget is spent); "
+                "each site keeps its last model"
+            )
+        return answered, sealed
+
+
+@STRATEGIES.register("gossip")
+def gossip(federation: Federation, observer: RoundObserver) -> GossipRelay:
+    return GossipRelay(federation, observer)
