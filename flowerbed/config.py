@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 import tomllib
@@ -32,8 +32,12 @@ from flowerbed.errors import ConfigError
 
 DEFAULT_COUNTRIES = ("DE", "FR")
 SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-DP_LEARNING_RATE = 0.05
-PLAIN_LEARNING_RATE = 0.01
+# Measured on PneumoniaMNIST, 4 sites, Dirichlet(0.5), 20 rounds (see README): Adam
+# learns fastest without DP; under DP-SGD's clipped, noised gradients Adam and large
+# SGD steps collapse the model to one class, SGD with momentum at 0.02 does not.
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_OPTIMIZER = {True: "sgd", False: "adam"}  # keyed by DP on / off
+DEFAULT_LEARNING_RATE = {"sgd": 0.02, "adam": 0.001}
 
 
 class _Section(BaseModel):
@@ -49,8 +53,14 @@ class RunSettings(_Section):
     model: str = "small-cnn"
     seed: int = 0
     batch_size: int = Field(32, ge=1, le=65_536)
+    optimizer: Literal["sgd", "adam"] | None = Field(
+        None, description="default: SGD with momentum under DP-SGD, Adam without"
+    )
     learning_rate: float | None = Field(
-        None, gt=0, le=10, description="default: 0.05 under DP-SGD, 0.01 without"
+        None, gt=0, le=10, description="default: 0.02 for SGD, 0.001 for Adam"
+    )
+    balanced_loss: bool = Field(
+        True, description="weight the loss by inverse class frequency on each site"
     )
     proximal_mu: float = Field(0.01, ge=0)
     topology: str = Field("exponential", description="gossip graph: a name or an edge-list file")
@@ -159,12 +169,12 @@ class Federation(BaseSettings):
         }
 
     @model_validator(mode="after")
-    def _learning_rate_for_the_privacy_mode(self) -> Federation:
-        """Clipped, noised DP-SGD gradients are smaller, so DP trains best with a larger step."""
+    def _optimiser_for_the_privacy_mode(self) -> Federation:
+        """DP-SGD's clipped, noised gradients want another optimiser than plain training."""
+        if self.run.optimizer is None:
+            self.run.optimizer = DEFAULT_OPTIMIZER[self.privacy.enabled]
         if self.run.learning_rate is None:
-            self.run.learning_rate = (
-                DP_LEARNING_RATE if self.privacy.enabled else PLAIN_LEARNING_RATE
-            )
+            self.run.learning_rate = DEFAULT_LEARNING_RATE[self.run.optimizer]
         return self
 
     @model_validator(mode="after")

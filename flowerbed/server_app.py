@@ -48,6 +48,8 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
             R.LOCAL_EPOCHS: run.local_epochs,
             R.BATCH_SIZE: run.batch_size,
             R.LEARNING_RATE: run.learning_rate,
+            R.OPTIMIZER: run.optimizer,
+            R.BALANCED_LOSS: run.balanced_loss,
             R.SEED: run.seed,
             R.MODEL: spec.name,
             R.SPATIAL_DIMS: spec.spatial_dims,

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -24,3 +25,11 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture(autouse=True)
 def _flower_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Messages made outside a running app need the identity Flower's runtime would set."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from flowerbed import records as R
 from flowerbed.config import load_federation
@@ -14,6 +13,8 @@ from flowerbed.privacy import PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies import STRATEGIES
+
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def test_account_survives_a_round_trip_through_flower_state():
@@ -34,14 +35,6 @@ def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
     spent = account.epsilon(1e-5)
     assert 3.8 <= spent <= 4.0
     assert account.epsilon_after(noise, 0.02, 100, 1e-5) > 4.0
-
-
-@pytest.fixture(autouse=True)
-def _flower_task_identity(monkeypatch):
-    """Messages outside a running app need the identity Flower's runtime would set."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
 
 
 def instruction(server_round: int, rounds: int) -> Message:
@@ -101,7 +94,7 @@ def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_p
     federation = load_federation(None, {"privacy": {"epsilon": 1.0}})
     contexts = [site_context() for _ in federation.sites]
     folder = RunFolder.create(tmp_path / "run", federation)
-    strategy = STRATEGIES.get("fedavg")(federation.run, len(federation.sites), folder)
+    strategy = STRATEGIES.get("fedavg")(federation, folder)
 
     train_round(instruction(1, 1), contexts[0], federation, federation.sites[0])  # spends it all
     mixed = replies_for(federation, contexts, 1)

@@ -74,6 +74,27 @@ def test_fedprox_without_dp_learns_the_synthetic_task(tmp_path):
     assert all(row.epsilon == 0.0 for row in finals)
 
 
+def test_cli_runs_dp_gossip_with_no_global_model_and_each_site_keeping_its_own(tmp_path):
+    result = run_cli(
+        "simulate", "--strategy", "gossip", "--topology", "ring", "--sites", "4",
+        "--rounds", "2", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "disagreement" in result.stdout
+    run = tmp_path / "run"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert len(metrics) == 2 * 4 * 2
+    trained = metrics[metrics.split == "train"]
+    assert (trained.bytes_sent > 0).all() and (trained.status == "ok").all()
+    assert trained[trained["round"] == 2].disagreement.notna().all()
+    assert metrics[metrics.split == "test"].auc.min() > 0.5
+    assert not (run / "model.pt").exists()
+    sites = sorted(p.name for p in (run / "sites").iterdir())
+    assert sites == [f"hospital-0{i}" for i in range(1, 5)]
+    consensus = pd.read_csv(run / "consensus.csv")
+    assert list(consensus["round"]) == [1, 2]
+
+
 @pytest.mark.data
 def test_pneumoniamnist_federation_learns(tmp_path):
     data = shared_file("medmnist/pneumoniamnist.npz")

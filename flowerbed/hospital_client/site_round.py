@@ -72,6 +72,8 @@ def train_locally(
         epochs=int(config[R.LOCAL_EPOCHS]),
         batch_size=int(config[R.BATCH_SIZE]),
         learning_rate=float(config[R.LEARNING_RATE]),
+        optimizer=str(config.get(R.OPTIMIZER, "sgd")),
+        balanced_loss=bool(config.get(R.BALANCED_LOSS, False)),
         proximal_mu=float(config.get(R.PROXIMAL_MU, 0.0)),
         dp=dp,
     )
