@@ -58,7 +58,14 @@ def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple
     if fed.privacy.enabled:
         noise = plan_noise(fed.privacy.epsilon, fed.privacy.delta, 1 / steps, steps * epochs)
         dp = DPPlan(noise, fed.privacy.max_grad_norm)
-    plan = TrainPlan(1, fed.run.batch_size, fed.run.learning_rate, dp=dp)
+    plan = TrainPlan(
+        1,
+        fed.run.batch_size,
+        fed.run.learning_rate,
+        optimizer=fed.run.optimizer,
+        balanced_loss=fed.run.balanced_loss,
+        dp=dp,
+    )
     account = PrivacyAccount()
     for epoch in range(epochs):
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)

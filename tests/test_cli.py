@@ -24,10 +24,18 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["--partition", "zipf"], "unknown partition 'zipf'"),
         (["nofile.toml"], "nofile.toml: no such file"),
         (["bad.toml"], "bad.toml: sites.0.country: 'EU' is not an ISO 3166-1"),
+        (["--strategy", "gossip", "--topology", "star"], "unknown topology 'star'"),
+        (["--strategy", "gossip", "--topology", "torus", "--sites", "7"], "7 sites do not form"),
+        (["--strategy", "gossip", "--topology", "links.txt"], "links.txt does not exist"),
+        (["split.toml"], "cuts the complete topology into 2 groups"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_nothing_starts(tmp_path, args, expected):
     (tmp_path / "bad.toml").write_text('[[sites]]\nname = "a"\ncountry = "EU"\n')
+    (tmp_path / "split.toml").write_text(
+        '[run]\nstrategy = "gossip"\ntopology = "complete"\n[residency]\nDE = ["DE"]\n'
+        '[[sites]]\nname = "a"\ncountry = "DE"\n[[sites]]\nname = "b"\ncountry = "FR"\n'
+    )
     result = run_cli("simulate", *args, "--out", "run", cwd=tmp_path)
     assert result.returncode == 1
     output = " ".join((result.stdout + result.stderr).split())

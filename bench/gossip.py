@@ -1,0 +1,120 @@
+"""Gossip on ring, exponential and one-peer exponential graphs against FedAvg, same invocation.
+
+Usage: python bench/gossip.py [--sites 8 32] [--rounds 20] [--dp] [--out bench/results/gossip.md]
+
+PneumoniaMNIST split across N sites with Dirichlet(0.5) label skew, 1 local
+epoch per round, small CNN, Flower's simulation engine. For each run: mean
+over sites of the test AUC and accuracy after the last round (FedAvg: the
+global model on each site's test split; gossip: each site's own model), the
+mean bytes a site sends per round, wall time per round (after round 1, so
+Ray's start-up is left out) and its ratio to FedAvg's. The true consensus
+distance per round (a simulation-only diagnostic) is plotted to
+``bench/results/gossip_consensus.png``. Needs ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from report import write_table
+
+from flowerbed.config import default_sites, load_federation
+from flowerbed.simulation import CONSENSUS_FILE, simulate
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/medmnist/pneumoniamnist.npz"
+RUNS = [
+    ("fedavg", None),
+    ("gossip", "ring"),
+    ("gossip", "exponential"),
+    ("gossip", "one-peer-exponential"),
+]
+
+
+def run(strategy: str, topology: str | None, sites: int, rounds: int, dp: bool) -> dict:
+    run_settings = {"strategy": strategy, "rounds": rounds}
+    if topology:
+        run_settings["topology"] = topology
+    federation = load_federation(
+        None,
+        {
+            "run": run_settings,
+            "data": {"source": str(DATA), "partition": "dirichlet", "alpha": 0.5},
+            "privacy": {"enabled": dp},
+            "sites": default_sites(sites),
+        },
+    )
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        simulate(federation, out, on_round=lambda r, rows: stamps.append(time.perf_counter()))
+        metrics = pd.read_csv(out / "metrics.csv")
+        consensus = pd.read_csv(out / CONSENSUS_FILE).iloc[:, 1].tolist() if topology else []
+    final = metrics[(metrics["round"] == rounds) & (metrics.split == "test")]
+    trained = metrics[metrics.split == "train"]
+    return {
+        "auc": final.auc.mean(),
+        "accuracy": final.accuracy.mean(),
+        "bytes": trained.bytes_sent.mean(),
+        "per_round": statistics.mean(b - a for a, b in itertools.pairwise(stamps)),
+        "consensus": consensus,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--dp", action="store_true", help="DP-SGD at epsilon 8 per site")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/gossip.md"))
+    args = parser.parse_args()
+    if not DATA.is_file():
+        raise SystemExit(f"{DATA} is absent; this benchmark needs ../shared/data")
+    warnings.filterwarnings("ignore")
+    rows = []
+    figure = plt.figure(figsize=(5 * len(args.sites), 3.5))
+    for axis, sites in zip(
+        figure.subplots(1, len(args.sites), squeeze=False)[0], args.sites, strict=True
+    ):
+        baseline = None
+        for strategy, topology in RUNS:
+            result = run(strategy, topology, sites, args.rounds, args.dp)
+            baseline = baseline or result
+            name = f"gossip, {topology}" if topology else "FedAvg"
+            rows.append(
+                f"| {sites} | {name} | {result['auc']:.3f} | {result['accuracy']:.3f} | "
+                f"{result['bytes'] / 1e3:.0f} kB | {result['per_round']:.2f} s | "
+                f"{result['per_round'] / baseline['per_round']:.2f}x |"
+            )
+            print(rows[-1], flush=True)
+            if topology:
+                axis.semilogy(range(1, args.rounds + 1), result["consensus"], label=topology)
+        axis.set(title=f"{sites} sites", xlabel="round", ylabel="consensus distance")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.out.with_name("gossip_consensus.png"), dpi=120)
+    sizes = " ".join(map(str, args.sites))
+    dp = "DP-SGD epsilon 8" if args.dp else "no DP"
+    write_table(
+        args.out,
+        f"PneumoniaMNIST, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, small CNN, {dp} "
+        f"(`python bench/gossip.py --sites {sizes} --rounds {args.rounds}"
+        f"{' --dp' if args.dp else ''}`)",
+        ["sites", "run", "mean site test AUC", "accuracy", "sent per site per round",
+         "wall per round", "vs FedAvg"],
+        rows,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
