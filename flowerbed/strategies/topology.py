@@ -2,13 +2,14 @@
 
 A topology gives, for each round, the directed edges ``(sender, receiver)``
 over site indices ``0..n-1``: the sender seals its parameters for the
-receiver, who mixes them in at the start of the next round. Static graphs are
-undirected (both directions of every edge) and mix with Metropolis-Hastings
-weights, which are symmetric and doubly stochastic on any undirected graph,
-also on the subgraph of sites that answered a round. The one-peer
-exponential graph (Ying et al. 2021) is directed and changes every round;
-each site hears exactly one peer, with weight 1/2, which is doubly stochastic
-too (every site also sends to exactly one).
+receiver, who mixes them in at the start of the next round. Undirected graphs
+(both directions of every edge) mix with Metropolis-Hastings weights, which
+are symmetric and doubly stochastic on any undirected graph, also on the
+subgraph of sites that answered a round. The exponential graphs of Ying et
+al. (2021) are directed: each site sends to the sites 2^k ahead of it (all
+k at once in the static graph, one k per round in the one-peer graph) and
+weighs what it hears uniformly, 1 / (1 + in-degree); as every site also
+sends to as many as it hears from, that is doubly stochastic too.
 
 Every topology is checked before a run starts: a static graph must be
 connected (a residency policy may have cut edges), a time-varying one
@@ -45,8 +46,9 @@ class Topology:
         return len(self.schedule)
 
     @property
-    def static(self) -> bool:
-        return self.period == 1
+    def symmetric(self) -> bool:
+        """Every edge goes both ways in every round (an undirected graph)."""
+        return all(all((r, s) in edges for s, r in edges) for edges in self.schedule)
 
     def edges(self, server_round: int) -> frozenset[Edge]:
         """Edges used to send in ``server_round`` (rounds count from 1)."""
@@ -61,14 +63,18 @@ class Topology:
     def without(self, forbidden: Callable[[int, int], bool]) -> Topology:
         """This topology minus edges ``forbidden(sender, receiver)``.
 
-        On a static (undirected) graph an edge goes if either direction is
-        forbidden: Metropolis-Hastings weights need both.
+        On an undirected graph an edge goes if either direction is forbidden:
+        Metropolis-Hastings weights need both.
         """
-        if self.static:
-            keep = frozenset(
-                (s, r) for s, r in self.schedule[0] if not (forbidden(s, r) or forbidden(r, s))
+        if self.symmetric:
+            return Topology(
+                self.name,
+                self.size,
+                tuple(
+                    frozenset((s, r) for s, r in edges if not (forbidden(s, r) or forbidden(r, s)))
+                    for edges in self.schedule
+                ),
             )
-            return Topology(self.name, self.size, (keep,))
         kept = tuple(frozenset(e for e in edges if not forbidden(*e)) for edges in self.schedule)
         return Topology(self.name, self.size, kept)
 
@@ -95,14 +101,14 @@ class Topology:
 
         A site keeps ``1 - sum`` of its row for itself. Sites that did not
         answer are left out on both ends, so the weights stay symmetric on a
-        static graph and the survivors re-weight among themselves.
+        undirected graph and the survivors re-weight among themselves.
         """
         alive = set(answered)
         edges = [(s, r) for s, r in self.edges(server_round) if s in alive and r in alive]
         heard: dict[int, list[int]] = {}
         for sender, receiver in edges:
             heard.setdefault(receiver, []).append(sender)
-        if not self.static:
+        if not self.symmetric:
             return {r: {s: 1.0 / (1 + len(ss)) for s in ss} for r, ss in heard.items()}
         degree = {site: len(heard.get(site, [])) for site in alive}
         return {
@@ -166,25 +172,22 @@ def _hops(size: int) -> list[int]:
     return [2**k for k in range(max(1, math.ceil(math.log2(size))))] if size > 1 else []
 
 
+def _ahead(size: int, hops: list[int]) -> frozenset[Edge]:
+    """Each site sends to the sites ``hops`` ahead of it, round the circle."""
+    return frozenset((i, (i + hop) % size) for i in range(size) for hop in hops if hop % size)
+
+
 @TOPOLOGIES.register("exponential")
 def exponential(spec: GraphSpec) -> Topology:
-    """Each site linked to the sites 2^0, 2^1, ... ahead of it (and so behind it)."""
-    size = spec.size
-    graph = nx.Graph()
-    graph.add_nodes_from(range(size))
-    graph.add_edges_from((i, (i + hop) % size) for i in range(size) for hop in _hops(size))
-    return _undirected("exponential", graph)
+    """Static exponential graph: each site sends to the sites 2^0, 2^1, ... ahead of it."""
+    return Topology("exponential", spec.size, (_ahead(spec.size, _hops(spec.size)),))
 
 
 @TOPOLOGIES.register("one-peer-exponential")
 def one_peer_exponential(spec: GraphSpec) -> Topology:
     """Round t: each site sends to the site 2^(t mod log2 n) ahead (Ying et al. 2021)."""
-    size = spec.size
-    schedule = tuple(
-        frozenset((i, (i + hop) % size) for i in range(size) if (i + hop) % size != i)
-        for hop in _hops(size)
-    )
-    return Topology("one-peer-exponential", size, schedule or (frozenset(),))
+    schedule = tuple(_ahead(spec.size, [hop]) for hop in _hops(spec.size))
+    return Topology("one-peer-exponential", spec.size, schedule or (frozenset(),))
 
 
 @TOPOLOGIES.register("random-regular")
