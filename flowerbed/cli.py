@@ -138,7 +138,7 @@ def _round_line(server_round: int, rows: list[SiteRow]) -> str:
     mean_auc = sum(aucs) / len(aucs) if aucs else float("nan")
     spent = max((r.epsilon for r in rows), default=0.0)
     line = f"round {server_round}: mean test AUC {mean_auc:.3f}, max epsilon spent {spent:.2f}"
-    gaps = [r.disagreement for r in rows if r.split == "train" and not math.isnan(r.disagreement)]
+    gaps = [r.disagreement for r in rows if r.split == "test" and not math.isnan(r.disagreement)]
     if gaps:
         line += f", mean disagreement with neighbours {sum(gaps) / len(gaps):.2e}"
     refused = [r.site for r in rows if r.status == "refused"]

@@ -18,6 +18,7 @@ MIX_WEIGHTS = "mix-weights"  # sender name -> Metropolis-Hastings weight
 PEER_KEYS = "peer-keys"  # site name -> X25519 public key, for senders and addressees
 SEND_TO = "send-to"  # ConfigRecord {SEND_TO: [addressee names]}
 SEALED = "sealed"  # addressee name -> sealed payload (bytes)
+MIX_ONLY = "mix-only"  # config flag of the relay's last message: mix and score, no training
 IDENTITY_QUERY = "identity"  # query message name: a site answers with its SITE record
 
 # ConfigRecord keys the ServerApp sends.

@@ -22,7 +22,7 @@ from flowerbed.config import Federation
 from flowerbed.datasets import site_data
 from flowerbed.errors import DataError
 from flowerbed.hospital_client.app import make_client_app
-from flowerbed.hospital_client.gossip_site import load_home_model
+from flowerbed.hospital_client.gossip_site import MODEL_FILE, load_home_model
 from flowerbed.models import build_model, preflight
 from flowerbed.run_folder import RunFolder
 from flowerbed.server_app import make_server_app, model_spec_for
@@ -80,13 +80,16 @@ def consensus_distance(states: list[dict[str, torch.Tensor]]) -> float:
 def _with_consensus(
     federation: Federation, folder: RunFolder, then: Callable[[int, list[SiteRow]], None] | None
 ) -> Callable[[int, list[SiteRow]], None]:
-    """Append each gossip round's true consensus distance to ``consensus.csv``, then ``then``."""
+    """Append each gossip round's true consensus distance to ``consensus.csv``, then ``then``.
+
+    Over the sites that keep a model so far (one that failed from the start has none).
+    """
     out = folder.path / CONSENSUS_FILE
     out.write_text("round,consensus_distance_simulation_diagnostic\n")
 
     def on_round(server_round: int, rows: list[SiteRow]) -> None:
-        homes = folder.path / SITES_DIR
-        states = [load_home_model(homes / site.name) for site in federation.sites]
+        homes = [folder.path / SITES_DIR / site.name for site in federation.sites]
+        states = [load_home_model(home) for home in homes if (home / MODEL_FILE).exists()]
         with open(out, "a") as csv:
             csv.write(f"{server_round},{consensus_distance(states)!r}\n")
         if then is not None:

@@ -86,8 +86,8 @@ def test_cli_runs_dp_gossip_with_no_global_model_and_each_site_keeping_its_own(t
     assert len(metrics) == 2 * 4 * 2
     trained = metrics[metrics.split == "train"]
     assert (trained.bytes_sent > 0).all() and (trained.status == "ok").all()
-    assert trained[trained["round"] == 2].disagreement.notna().all()
-    assert metrics[metrics.split == "test"].auc.min() > 0.5
+    tested = metrics[metrics.split == "test"]
+    assert tested.disagreement.notna().all() and tested.auc.min() > 0.5
     assert not (run / "model.pt").exists()
     sites = sorted(p.name for p in (run / "sites").iterdir())
     assert sites == [f"hospital-0{i}" for i in range(1, 5)]

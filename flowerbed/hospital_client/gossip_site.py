@@ -1,8 +1,8 @@
-"""A site's gossip round: open, mix, train, evaluate, seal; one message each way.
+"""A site's gossip round: open, mix, evaluate, train, seal; one message each way.
 
 The site keeps its own model in ``context.state`` between rounds (it
-survives the per-message subprocess of a deployed SuperNode) and a copy at
-home (``<home>/model.pt``), its model at the end of the run. There is no
+survives the per-message subprocess of a deployed SuperNode) and its mixed
+model at home (``<home>/model.pt``), its model at the end of the run. There is no
 global model: what arrives are sealed payloads from the neighbours the
 relay scheduled, each opened with this site's X25519 key and bound to this
 run, the previous round, the sender and this site.
@@ -30,7 +30,12 @@ from flwr.common.logger import log
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
-from flowerbed.hospital_client.site_round import site_reply, spec_of, test_metrics, train_locally
+from flowerbed.hospital_client.site_round import (
+    site_record,
+    spec_of,
+    test_metrics,
+    train_locally,
+)
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed, seal
 
@@ -149,7 +154,14 @@ def gossip_round(
     site: SiteSettings,
     homes: str | None,
 ) -> RecordDict:
-    """Open the inbox, mix, train with DP-SGD, evaluate, seal for the next neighbours."""
+    """Open the inbox and mix; evaluate and keep the mixed model; train; seal for the next.
+
+    The mixed model is the site's model of the previous round (the one its
+    test scores and its home copy describe): it holds the neighbours' last
+    training, as FedAvg's global model holds every site's. The relay's last
+    message asks only to mix (``mix-only``), so the last round's training
+    is mixed in and scored too.
+    """
     config = msg.content[R.CONFIG]
     spec = spec_of(config)
     keys = site_keys(context)
@@ -159,15 +171,21 @@ def gossip_round(
     mixed, disagreement = mix(own, neighbours)
     model = build_model(spec)
     model.load_state_dict(mixed)
-    train_metrics = train_locally(model, config, context, federation, site, data)
-    train_metrics[R.DISAGREEMENT] = disagreement
-    train_metrics[R.REJECTED_PAYLOADS] = rejected
+    content = RecordDict({R.SITE: site_record(site)})
+    if int(config[R.SERVER_ROUND]) > 1:
+        scores = test_metrics(model, context, federation, site, data)
+        scores[R.DISAGREEMENT] = disagreement
+        scores[R.REJECTED_PAYLOADS] = rejected
+        content[R.TEST_METRICS] = scores
+        _save_home(context, homes, site.name, mixed, spec)
+    if config.get(R.MIX_ONLY, False):
+        return content
+    content[R.METRICS] = train_locally(model, config, context, federation, site, data)
     state = model.state_dict()
     context.state[MODEL_STATE] = ArrayRecord(state)
-    _save_home(context, homes, site.name, state, spec)
     plain = state_to_bytes(state)
     peer_keys = msg.content[R.PEER_KEYS]
-    sealed = ConfigRecord(
+    content[R.SEALED] = ConfigRecord(
         {
             to: seal(
                 plain,
@@ -178,9 +196,6 @@ def gossip_round(
             for to in msg.content[R.SEND_TO][R.SEND_TO]
         }
     )
-    content = site_reply(site, train_metrics)
-    content[R.TEST_METRICS] = test_metrics(model, context, federation, site, data)
-    content[R.SEALED] = sealed
     return content
 
 

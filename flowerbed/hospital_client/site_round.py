@@ -155,15 +155,15 @@ def _refusal_metrics(refusal: BudgetExhausted) -> MetricRecord:
     )
 
 
+def site_record(site: SiteSettings) -> ConfigRecord:
+    """The site's public identity, attached to every reply."""
+    return ConfigRecord({R.SITE_NAME: site.name, R.SITE_COUNTRY: site.country})
+
+
 def site_reply(
     site: SiteSettings, metrics: MetricRecord, arrays: ArrayRecord | None = None
 ) -> RecordDict:
-    content = RecordDict(
-        {
-            R.METRICS: metrics,
-            R.SITE: ConfigRecord({R.SITE_NAME: site.name, R.SITE_COUNTRY: site.country}),
-        }
-    )
+    content = RecordDict({R.METRICS: metrics, R.SITE: site_record(site)})
     if arrays is not None:
         content[R.ARRAYS] = arrays
     return content

@@ -4,7 +4,10 @@ One round is one round trip per site (see ``../shared/DESIGN.md``): the
 relay sends each site its inbox (payloads its neighbours sealed for it last
 round, with Metropolis-Hastings weights over the peers that answered) and
 the names and public keys of this round's addressees; the site mixes,
-trains, evaluates, seals once per addressee and replies. The relay moves
+scores the mixed model (the previous round's outcome), trains, seals once
+per addressee and replies. One last message after the last round asks the
+sites only to mix and score, so N rounds take N + 1 round trips (FedAvg
+takes 2N: one to train, one to evaluate). The relay moves
 bytes it cannot open and never holds a model, so the run has no global
 model: each site keeps its own, at home.
 
@@ -89,21 +92,27 @@ class GossipRelay:
         )
         inbox: dict[int, dict[int, bytes]] = {}
         weights: dict[int, dict[int, float]] = {}
-        for server_round in range(1, num_rounds + 1):
+        for server_round in range(1, num_rounds + 2):
+            final = server_round > num_rounds
             messages = [
                 self._instruction(
-                    grid, node, site, server_round, train_config, inbox, weights, keys
+                    grid, node, site, server_round, train_config, inbox, weights, keys, final
                 )
                 for site, node in enumerate(nodes)
             ]
             replies = list(grid.send_and_receive(messages, timeout=timeout))
-            answered, sealed = self._collect(server_round, nodes, replies)
+            answered, sealed, train_rows, test_rows = self._collect(server_round, nodes, replies)
+            if server_round > 1:  # this round's replies scored the previous round's outcome
+                self.observer.site_rows(test_rows)
+                self.observer.round_done(server_round - 1)
+            if final:
+                break
+            self._report_training(server_round, answered, train_rows)
             weights = self.topology.weights(server_round, answered)
             inbox = {
                 receiver: {sender: sealed[sender][receiver] for sender in row}
                 for receiver, row in weights.items()
             }
-            self.observer.round_done(server_round)
         return Result()
 
     def _identify(self, grid: Grid, timeout: float) -> tuple[list[int], list[bytes]]:
@@ -154,12 +163,15 @@ class GossipRelay:
         inbox: dict[int, dict[int, bytes]],
         weights: dict[int, dict[int, float]],
         keys: list[bytes],
+        final: bool,
     ) -> Message:
-        send_to = self.topology.receivers_of(site, server_round)
+        send_to = [] if final else self.topology.receivers_of(site, server_round)
         heard = inbox.get(site, {})
         content = RecordDict(
             {
-                R.CONFIG: ConfigRecord({**train_config, R.SERVER_ROUND: server_round}),
+                R.CONFIG: ConfigRecord(
+                    {**train_config, R.SERVER_ROUND: server_round, R.MIX_ONLY: final}
+                ),
                 R.INBOX: ConfigRecord({self.names[s]: blob for s, blob in heard.items()}),
                 R.MIX_WEIGHTS: ConfigRecord(
                     {self.names[s]: w for s, w in weights.get(site, {}).items()}
@@ -172,8 +184,9 @@ class GossipRelay:
 
     def _collect(
         self, server_round: int, nodes: list[int], replies: Iterable[Message]
-    ) -> tuple[set[int], dict[int, dict[int, bytes]]]:
-        """Report every reply; return the sites that answered and their sealed payloads."""
+    ) -> tuple[set[int], dict[int, dict[int, bytes]], list[SiteRow], list[SiteRow]]:
+        """Sites that answered with payloads for exactly their addressees, the payloads,
+        this round's training rows and the test rows of the previous round's outcome."""
         position = {node: site for site, node in enumerate(nodes)}
         answered: set[int] = set()
         sealed: dict[int, dict[int, bytes]] = {}
@@ -185,7 +198,13 @@ class GossipRelay:
                 )
                 continue
             site = position[reply.metadata.src_node_id]
-            expected = set(self.topology.receivers_of(site, server_round))
+            if R.TEST_METRICS in reply.content:
+                test_rows.append(
+                    SiteRow.from_reply(server_round - 1, "test", reply, R.TEST_METRICS)
+                )
+            if R.SEALED not in reply.content:
+                continue  # the last, mix-only message
+            expected = self.topology.receivers_of(site, server_round)
             blobs = reply.content[R.SEALED]
             if {self.names[r] for r in expected} != set(blobs.keys()):
                 self.observer.site_failed(
@@ -195,9 +214,12 @@ class GossipRelay:
             answered.add(site)
             sealed[site] = {r: bytes(blobs[self.names[r]]) for r in expected}
             train_rows.append(SiteRow.from_reply(server_round, "train", reply))
-            test_rows.append(SiteRow.from_reply(server_round, "test", reply, R.TEST_METRICS))
+        return answered, sealed, train_rows, test_rows
+
+    def _report_training(
+        self, server_round: int, answered: set[int], train_rows: list[SiteRow]
+    ) -> None:
         self.observer.site_rows(train_rows)
-        self.observer.site_rows(test_rows)
         if not answered:
             raise RunStopped(f"round {server_round}: no site answered; the run cannot go on")
         if all(row.status == "refused" for row in train_rows):
@@ -205,7 +227,6 @@ class GossipRelay:
                 f"round {server_round}: no site could train (every privacy budget is spent); "
                 "each site keeps its last model"
             )
-        return answered, sealed
 
 
 @STRATEGIES.register("gossip")
