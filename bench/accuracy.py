@@ -63,13 +63,12 @@ def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple
         fed.run.batch_size,
         fed.run.learning_rate,
         optimizer=fed.run.optimizer,
-        balanced_loss=fed.run.balanced_loss,
         dp=dp,
     )
     account = PrivacyAccount()
     for epoch in range(epochs):
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)
-    scores = evaluate(model, test_set, 2)
+    scores = evaluate(model, test_set, 2, calibration=train_set)
     return scores.auc, scores.accuracy
 
 

@@ -59,9 +59,6 @@ class RunSettings(_Section):
     learning_rate: float | None = Field(
         None, gt=0, le=10, description="default: 0.02 for SGD, 0.001 for Adam"
     )
-    balanced_loss: bool = Field(
-        True, description="weight the loss by inverse class frequency on each site"
-    )
     proximal_mu: float = Field(0.01, ge=0)
     topology: str = Field("exponential", description="gossip graph: a name or an edge-list file")
     degree: int = Field(3, ge=1, description="neighbours per site in random-regular")

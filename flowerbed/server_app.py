@@ -49,7 +49,6 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
             R.BATCH_SIZE: run.batch_size,
             R.LEARNING_RATE: run.learning_rate,
             R.OPTIMIZER: run.optimizer,
-            R.BALANCED_LOSS: run.balanced_loss,
             R.SEED: run.seed,
             R.MODEL: spec.name,
             R.SPATIAL_DIMS: spec.spatial_dims,

@@ -73,7 +73,6 @@ def train_locally(
         batch_size=int(config[R.BATCH_SIZE]),
         learning_rate=float(config[R.LEARNING_RATE]),
         optimizer=str(config.get(R.OPTIMIZER, "sgd")),
-        balanced_loss=bool(config.get(R.BALANCED_LOSS, False)),
         proximal_mu=float(config.get(R.PROXIMAL_MU, 0.0)),
         dp=dp,
     )
@@ -100,9 +99,12 @@ def evaluate_round(
 def test_metrics(
     model: nn.Module, context: Context, federation: Federation, site: SiteSettings, data: SiteData
 ) -> MetricRecord:
-    """Scores of ``model`` on the site's held-out test split, with the epsilon spent so far."""
+    """Scores of ``model`` on the site's held-out test split, with the epsilon spent so far.
+
+    Accuracy is at the site's own operating point, chosen on its training data.
+    """
     account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    scores = evaluate(model, data.test, data.num_classes)
+    scores = evaluate(model, data.test, data.num_classes, calibration=data.train)
     spent = account.epsilon(federation.privacy.delta)
     return metrics_of(scores, spent, federation.budget_of(site))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from opacus import PrivacyEngine
 from torch import nn
@@ -22,7 +21,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from flowerbed.datasets import ImageSet
-from flowerbed.hospital_client.scoring import Scores, score
+from flowerbed.hospital_client.scoring import Scores, operating_point, score
 from flowerbed.privacy import PrivacyAccount
 
 EVAL_BATCH = 256
@@ -40,7 +39,6 @@ class TrainPlan:
     batch_size: int
     learning_rate: float
     optimizer: str = "sgd"
-    balanced_loss: bool = False
     proximal_mu: float = 0.0
     dp: DPPlan | None = None
 
@@ -69,7 +67,6 @@ def train(
         data.as_torch(), batch_size=plan.batch_size, shuffle=True, generator=generator
     )
     optimizer = _optimizer(model, plan)
-    weight = class_weights(data.labels, num_classes) if plan.balanced_loss else None
     anchor = [p.detach().clone() for p in model.parameters()] if plan.proximal_mu else None
     engine = None
     trainee = model
@@ -89,7 +86,7 @@ def train(
         for images, labels in loader:
             optimizer.zero_grad(set_to_none=True)
             logits = trainee(images)
-            _loss(logits, labels, weight).backward()
+            F.cross_entropy(logits, labels).backward()
             optimizer.step()
             if anchor is not None:
                 _proximal_step(model, anchor, plan.learning_rate * plan.proximal_mu)
@@ -104,35 +101,10 @@ def train(
     return dataclasses.replace(scores, num_examples=len(data))
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean over the batch of each example's (weighted) loss.
-
-    Not ``cross_entropy(weight=...)``, whose mean divides by the batch's sum of
-    weights: that would make one example's gradient depend on the others'
-    labels, which per-sample clipping cannot bound.
-    """
-    return F.cross_entropy(logits, labels, weight=weight, reduction="none").mean()
-
-
 def _optimizer(model: nn.Module, plan: TrainPlan) -> torch.optim.Optimizer:
     if plan.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     return torch.optim.SGD(model.parameters(), lr=plan.learning_rate, momentum=0.9)
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse class frequency on this site, so a skewed site does not learn its prior.
-
-    Under Dirichlet label skew a site may see 90% of one class and predict it
-    everywhere; at the 0.5 threshold that costs accuracy on any other site.
-    The weights are computed from the site's own label counts and stay on
-    the site; like the learning rate they are a training setting, not
-    covered by the DP accounting (they reveal no more than the class balance).
-    Per-sample weights keep Opacus's per-sample clipping exact.
-    """
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    counts = np.maximum(counts, 1)
-    return torch.as_tensor(len(labels) / (num_classes * counts), dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -142,9 +114,26 @@ def _proximal_step(model: nn.Module, anchor: list[torch.Tensor], rate: float) ->
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, num_classes: int) -> Scores:
-    """Scores of ``model`` on ``data`` (the site's held-out test split)."""
+def evaluate(
+    model: nn.Module, data: ImageSet, num_classes: int, calibration: ImageSet | None = None
+) -> Scores:
+    """Scores of ``model`` on ``data`` (the site's held-out test split).
+
+    With ``calibration`` (the site's training data) a two-class model's
+    accuracy is taken at the site's own operating point, chosen there; the
+    threshold never leaves the site. Without it, at 0.5.
+    """
+    logits, labels = predict(model, data)
+    threshold = 0.5
+    if calibration is not None and num_classes == 2:
+        threshold = operating_point(*predict(model, calibration))
+    return score(logits, labels, num_classes, threshold)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``model`` on every example of ``data``, with the labels."""
     model.eval()
     loader = DataLoader(data.as_torch(), batch_size=EVAL_BATCH)
     logits, labels = zip(*[(model(images), target) for images, target in loader], strict=True)
-    return score(torch.cat(logits), torch.cat(labels), num_classes)
+    return torch.cat(logits), torch.cat(labels)
