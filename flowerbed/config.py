@@ -5,6 +5,7 @@ One TOML file describes a federation for simulation::
     [run]          strategy, rounds, local epochs, model, seed, optimiser
     [data]         one dataset split across the sites that name no data of their own
     [privacy]      DP-SGD on or off, the default per-site (epsilon, delta) budget
+    [coordinator]  country of the SuperLink + ServerApp (default: the first site's)
     [residency]    country = [countries that may receive its sites' model updates]
     [[sites]]      name, country (ISO 3166-1 alpha-2), optional own data and budget
 
@@ -31,6 +32,7 @@ from flowerbed.countries import is_country_code
 from flowerbed.errors import ConfigError
 
 DEFAULT_COUNTRIES = ("DE", "FR")
+COORDINATOR = "coordinator"  # the coordinator's party name in ledgers and policies
 SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # Measured on PneumoniaMNIST, 4 sites, Dirichlet(0.5), 20 rounds (see README): Adam
 # learns fastest without DP; under DP-SGD's clipped, noised gradients Adam and large
@@ -136,6 +138,17 @@ def _country(code: Any) -> str:
     return code.strip().upper()
 
 
+class CoordinatorSettings(_Section):
+    """The SuperLink + ServerApp: a party with a country, like every site."""
+
+    country: str | None = Field(None, description="default: the first site's country")
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _iso_country(cls, code: Any) -> Any:
+        return code if code is None else _country(code)
+
+
 class Federation(BaseSettings):
     """A whole federation: run, shared data, privacy defaults and the site list."""
 
@@ -146,6 +159,7 @@ class Federation(BaseSettings):
     run: RunSettings = RunSettings()
     data: DataSettings = DataSettings()
     privacy: PrivacySettings = PrivacySettings()
+    coordinator: CoordinatorSettings = CoordinatorSettings()
     residency: dict[str, list[str]] = Field(
         default_factory=dict,
         description="country -> countries that may receive its sites' model updates "
@@ -176,12 +190,25 @@ class Federation(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_site_names(self) -> Federation:
-        seen: set[str] = set()
+        seen: set[str] = {COORDINATOR}
         for site in self.sites:
             if site.name in seen:
-                raise ValueError(f"site name {site.name!r} appears twice; give each site its own")
+                raise ValueError(
+                    f"site name {site.name!r} appears twice or names the coordinator; "
+                    "give each site its own"
+                )
             seen.add(site.name)
         return self
+
+    @property
+    def coordinator_country(self) -> str:
+        return self.coordinator.country or self.sites[0].country
+
+    def country_of(self, party: str) -> str | None:
+        """A site's or the coordinator's country; None for a party this federation does not list."""
+        if party == COORDINATOR:
+            return self.coordinator_country
+        return next((site.country for site in self.sites if site.name == party), None)
 
     def budget_of(self, site: SiteSettings) -> float:
         """The site's epsilon budget for the whole run."""

@@ -18,6 +18,7 @@ MIX_WEIGHTS = "mix-weights"  # sender name -> Metropolis-Hastings weight
 PEER_KEYS = "peer-keys"  # site name -> X25519 public key, for senders and addressees
 SEND_TO = "send-to"  # ConfigRecord {SEND_TO: [addressee names]}
 SEALED = "sealed"  # addressee name -> sealed payload (bytes)
+PEER_COUNTRIES = "peer-countries"  # site name -> country, for the sender's residency check
 MIX_ONLY = "mix-only"  # config flag of the relay's last message: mix and score, no training
 IDENTITY_QUERY = "identity"  # query message name: a site answers with its SITE record
 
@@ -34,6 +35,9 @@ MODEL = "model"
 SPATIAL_DIMS = "spatial-dims"
 IN_CHANNELS = "in-channels"
 OUT_CHANNELS = "out-channels"
+
+# The sender's signed ledger head, attached to every message (see flowerbed.audit.ledger).
+LEDGER_HEAD = "ledger-head"
 
 # Site identity a site attaches to every reply (public: it names the sender).
 SITE_NAME = "name"

@@ -6,6 +6,7 @@ Layout::
     RUN_DIR/metrics.csv     round,site,country,split,num_examples,loss,auc,accuracy,epsilon,...
     RUN_DIR/model.pt        final global model: state dict and the spec to rebuild it
     RUN_DIR/status.json     completed, or stopped and why
+    RUN_DIR/ledgers/        one ledger per party: <site>.jsonl and coordinator.jsonl
 
 Rows are appended and flushed as each round's replies arrive, so a run that
 fails part-way keeps every round it finished.
@@ -30,6 +31,7 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
 MODEL_FILE = "model.pt"
 STATUS_FILE = "status.json"
+LEDGERS_DIR = "ledgers"
 METRIC_COLUMNS = [field.name for field in dataclasses.fields(SiteRow)]
 
 
@@ -62,6 +64,10 @@ class RunFolder:
     @property
     def config_file(self) -> Path:
         return self.path / CONFIG_FILE
+
+    @property
+    def ledgers(self) -> Path:
+        return self.path / LEDGERS_DIR
 
     def site_rows(self, rows: list[SiteRow]) -> None:
         with open(self.path / METRICS_FILE, "a", newline="") as out:

@@ -10,13 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from flowerbed import records as R
-from flowerbed.config import Federation, load_federation
+from flowerbed.audit import ResidencyPolicy
+from flowerbed.audit.ledger import Ledger
+from flowerbed.audit.ledgered_grid import LedgeredGrid
+from flowerbed.config import COORDINATOR, Federation, load_federation
 from flowerbed.datasets import site_data
-from flowerbed.errors import RunStopped
+from flowerbed.errors import ConfigError, RunStopped
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies import STRATEGIES
@@ -36,8 +40,22 @@ def model_spec_for(federation: Federation) -> ModelSpec:
 
 
 def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
-    """Run every planned round; record the outcome in ``folder`` whatever happens."""
+    """Run every planned round; record the outcome in ``folder`` whatever happens.
+
+    Every message goes through the coordinator's ledger (``ledgers/coordinator.jsonl``).
+    """
     run = federation.run
+    check_coordinator_residency(federation)
+    ledgered = LedgeredGrid(
+        grid,
+        Ledger.open(
+            folder.ledgers / f"{COORDINATOR}.jsonl",
+            COORDINATOR,
+            federation.coordinator_country,
+            Ed25519PrivateKey.generate(),
+        ),
+        federation,
+    )
     spec = model_spec_for(federation)
     torch.manual_seed(run.seed)
     initial = ArrayRecord(build_model(spec).state_dict())
@@ -58,7 +76,7 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     )
     try:
         result = strategy.start(
-            grid,
+            ledgered,
             initial,
             num_rounds=run.rounds,
             timeout=ROUND_TIMEOUT_S,
@@ -68,9 +86,28 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     except RunStopped as stop:
         folder.save_status(completed=False, reason=str(stop))
         raise
+    finally:
+        ledgered.close()
     if len(result.arrays):  # serverless runs have no global model: each site keeps its own
         folder.save_model(result.arrays.to_torch_state_dict(), spec)
     folder.save_status(completed=True)
+
+
+def check_coordinator_residency(federation: Federation) -> None:
+    """Server-side strategies send every site's update to the coordinator; may they?"""
+    if federation.run.strategy == "gossip":
+        return  # the relay only ever holds ciphertext for other sites
+    policy = ResidencyPolicy(federation.residency)
+    coordinator = federation.coordinator_country
+    barred = sorted(
+        {s.country for s in federation.sites if not policy.permits(s.country, coordinator)}
+    )
+    if barred:
+        raise ConfigError(
+            f"residency policy forbids sites in {', '.join(barred)} to send model updates to "
+            f"the coordinator in {federation.coordinator_country}; use --strategy gossip, "
+            "move the coordinator ([coordinator] country) or change [residency]"
+        )
 
 
 def make_server_app(

@@ -25,7 +25,7 @@ from flowerbed.hospital_client.app import make_client_app
 from flowerbed.hospital_client.gossip_site import MODEL_FILE, load_home_model
 from flowerbed.models import build_model, preflight
 from flowerbed.run_folder import RunFolder
-from flowerbed.server_app import make_server_app, model_spec_for
+from flowerbed.server_app import check_coordinator_residency, make_server_app, model_spec_for
 from flowerbed.strategies import SiteRow
 from flowerbed.strategies.gossip import plan_topology
 
@@ -60,6 +60,7 @@ def check_before_start(federation: Federation) -> None:
         preflight(build_model(model_spec_for(federation)), first.sample_shape)
     if federation.run.strategy == "gossip":
         plan_topology(federation)
+    check_coordinator_residency(federation)
 
 
 def consensus_distance(states: list[dict[str, torch.Tensor]]) -> float:
@@ -120,7 +121,9 @@ def simulate(
     with _quiet_flower():
         run_simulation(
             server_app=make_server_app(config_file, folder),
-            client_app=make_client_app(str(config_file), str(folder.path / SITES_DIR)),
+            client_app=make_client_app(
+                str(config_file), str(folder.path / SITES_DIR), str(folder.ledgers)
+            ),
             num_supernodes=len(federation.sites),
             backend_config=backend_config(),
         )

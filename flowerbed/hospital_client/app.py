@@ -14,22 +14,28 @@ from flwr.clientapp import ClientApp
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.hospital_client import gossip_site
+from flowerbed.hospital_client.audit_mod import make_audit_mod
 from flowerbed.hospital_client.identity import resolve_site
 from flowerbed.hospital_client.site_round import evaluate_round, train_round
 
 
-def make_client_app(federation_file: str | None = None, homes: str | None = None) -> ClientApp:
+def make_client_app(
+    federation_file: str | None = None, homes: str | None = None, ledgers: str | None = None
+) -> ClientApp:
     """A ClientApp bound to ``federation_file``, or reading it from the run config if None.
 
     ``homes`` is the folder under which each site keeps its own model
-    (``homes/<site>/model.pt``) in gossip runs; a deployed site names its
-    own with the node config key ``home``.
+    (``homes/<site>/model.pt``) in gossip runs, ``ledgers`` the folder of
+    the sites' ledgers (``ledgers/<site>.jsonl``); a deployed site names its
+    own with the node config keys ``home`` and ``ledger``. Every message
+    passes the site's ledger and egress guard (``audit_mod``).
     """
-    app = ClientApp()
 
     def site_of(context: Context) -> tuple[Federation, SiteSettings]:
         path = federation_file or context.run_config.get(R.FEDERATION_FILE)
         return resolve_site(context, None if path is None else str(path))
+
+    app = ClientApp(mods=[make_audit_mod(site_of, ledgers)])
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:

@@ -178,6 +178,9 @@ class GossipRelay:
                 ),
                 R.PEER_KEYS: ConfigRecord({self.names[p]: keys[p] for p in {*heard, *send_to}}),
                 R.SEND_TO: ConfigRecord({R.SEND_TO: [self.names[r] for r in send_to]}),
+                R.PEER_COUNTRIES: ConfigRecord(
+                    {self.names[r]: self.federation.sites[r].country for r in send_to}
+                ),
             }
         )
         return grid.create_message(content, "train", node, str(server_round))

@@ -1,0 +1,95 @@
+"""The coordinator's ledger: a Flower ``Grid`` that writes every message it relays.
+
+The coordinator is a party like any site (it has a country, and in
+server-side mode every site's update travels to it). Wrapping the Grid
+means no strategy can send or receive around the ledger. Each instruction
+is written and signed before it leaves, with the signed head attached;
+each reply is written with the head its site attached; an error reply
+(a site down, a refusal) is written too, naming the instruction that may
+never have arrived. A reply names its
+site, so the sites of node ids are learnt as replies arrive; instructions
+record the node id and, once known, the site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from flowerbed import records as R
+from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
+from flowerbed.audit.ledger import Ledger
+from flowerbed.config import Federation
+
+
+class LedgeredGrid:
+    """Delegates to ``grid``; every message in or out is one entry of ``ledger``."""
+
+    def __init__(self, grid: Grid, ledger: Ledger, federation: Federation) -> None:
+        self.grid = grid
+        self.ledger = ledger
+        self.federation = federation
+        self.site_of_node: dict[int, str] = {}
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str
+    ) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        sent = list(messages)
+        digests: dict[int, str] = {}
+        for message in sent:
+            node = message.metadata.dst_node_id
+            site = self.site_of_node.get(node)
+            entry = self.ledger.append(
+                {
+                    **self._fields(message, message.content, "out", site),
+                    "node": node,
+                    "sealed_for": sealed_list(message.content.config_records.get(R.INBOX)),
+                },
+                sign=True,
+            )
+            attach_head(message.content, self.ledger, entry)
+            digests[node] = entry["sha256"]
+        replies = list(self.grid.send_and_receive(sent, timeout=timeout))
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.ledger.append(
+                    {"direction": "in", "kind": "error", "node": node,
+                     "peer": self.site_of_node.get(node), "reason": reply.error.reason,
+                     "undelivered": digests.get(node)}
+                )  # fmt: skip
+                continue
+            site_record = reply.content.config_records.get(R.SITE)
+            if site_record is not None:
+                self.site_of_node[node] = str(site_record[R.SITE_NAME])
+            self.ledger.append(
+                {
+                    **self._fields(reply, reply.content, "in", self.site_of_node.get(node)),
+                    "node": node,
+                    "sealed_from": sealed_list(reply.content.config_records.get(R.SEALED)),
+                }
+            )
+        return replies
+
+    def _fields(self, message: Message, content: RecordDict, direction: str, site: str | None):
+        country = self.federation.country_of(site) if site else None
+        group = message.metadata.group_id
+        round_ = server_round(content) or (int(group) if group.isdigit() else 0)
+        return message_fields(
+            message, content, direction, site, country, None,
+            message.metadata.message_type, round_,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """The final signed head: it vouches for every entry of the run."""
+        self.ledger.append({"direction": "none", "kind": "close"}, sign=True)

@@ -1,0 +1,272 @@
+"""``flowerbed audit verify``: do a run's ledgers prove what they claim?
+
+A run passes only when every party's ledger is an intact chain whose signed
+heads are its own, every transfer is recorded alike by sender and receiver,
+every head a peer recorded matches the sender's ledger, no transfer broke
+the residency policy and no site spent more than its privacy budget. Each
+failure is one ``Problem``: the party, the entry, what is wrong.
+
+Nothing here trusts a ledger before checking it: the public key a signature
+is checked against comes from the genesis entry, and a party that rewrites
+its ledger under a fresh key is caught by the heads its peers recorded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowerbed.audit.ledger import (
+    GENESIS_PREVIOUS,
+    SignedHead,
+    entry_hash,
+    head_message,
+    read_ledger,
+    verify_signature,
+)
+from flowerbed.audit.residency import ResidencyPolicy
+from flowerbed.config import COORDINATOR, Federation, load_federation
+from flowerbed.errors import FlowerbedError
+from flowerbed.run_folder import CONFIG_FILE, LEDGERS_DIR
+
+EPSILON_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class Problem:
+    party: str
+    entry: int | None
+    what: str
+
+    def __str__(self) -> str:
+        where = f"entry {self.entry}" if self.entry is not None else "ledger"
+        return f"{self.party} {where}: {self.what}"
+
+
+@dataclass
+class PartyLedger:
+    """One party's entries that survived the chain check (all of them when intact)."""
+
+    party: str
+    country: str | None
+    public_key: str | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    intact: bool = True
+
+
+@dataclass
+class Verdict:
+    federation: Federation
+    ledgers: dict[str, PartyLedger]
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_run(run_dir: Path) -> Verdict:
+    """Check every ledger of the run folder ``run_dir`` and their agreement."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FlowerbedError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); pass RUN_DIR")
+    federation = load_federation(run_dir / CONFIG_FILE)
+    files = sorted((run_dir / LEDGERS_DIR).glob("*.jsonl"))
+    if not files:
+        raise FlowerbedError(f"{run_dir / LEDGERS_DIR} holds no ledgers; nothing to verify")
+    problems: list[Problem] = []
+    ledgers = {path.stem: _check_chain(path, federation, problems) for path in files}
+    for party in [COORDINATOR, *(site.name for site in federation.sites)]:
+        if party not in ledgers:
+            problems.append(Problem(party, None, "no ledger in the run folder"))
+    policy = ResidencyPolicy(federation.residency)
+    for ledger in ledgers.values():
+        _check_budget_and_policy(ledger, federation, policy, problems)
+    _check_anchors(ledgers, problems)
+    _check_transfers(ledgers, problems)
+    return Verdict(federation, ledgers, problems)
+
+
+def _check_chain(path: Path, federation: Federation, problems: list[Problem]) -> PartyLedger:
+    party = path.stem
+    read = read_ledger(path)
+    entries = read.entries
+    genesis = entries[0] if entries else None
+    if genesis is None or genesis.get("kind") != "genesis":
+        problems.append(Problem(party, 0, "does not start with a genesis entry"))
+        return PartyLedger(party, None, None, intact=False)
+    ledger = PartyLedger(party, genesis.get("country"), genesis.get("public_key"))
+    if genesis.get("party") != party:
+        problems.append(
+            Problem(party, 0, f"genesis names {genesis.get('party')!r}: not this party's ledger")
+        )
+    expected_country = federation.country_of(party)
+    if expected_country is None:
+        problems.append(Problem(party, 0, "a party the federation does not list"))
+    elif genesis.get("country") != expected_country:
+        problems.append(
+            Problem(party, 0, f"says {genesis.get('country')}, the federation {expected_country}")
+        )
+    previous = GENESIS_PREVIOUS
+    for position, entry in enumerate(entries):
+        problem = _link_problem(position, entry, previous)
+        if problem is not None:
+            problems.append(Problem(party, position, problem))
+            ledger.intact = False
+            return ledger
+        signed = head_message(party, position, entry["hash"])
+        if "signature" in entry and not verify_signature(
+            ledger.public_key or "", entry["signature"], signed
+        ):
+            problems.append(Problem(party, position, "head signature is not this party's (forged)"))
+            ledger.intact = False
+        ledger.entries.append(entry)
+        previous = entry["hash"]
+    if read.torn is not None:
+        problems.append(Problem(party, len(entries), "torn last line (cut off while written)"))
+        ledger.intact = False
+    elif "signature" not in ledger.entries[-1]:
+        problems.append(Problem(party, len(entries) - 1, "ends without a signed head (truncated?)"))
+    return ledger
+
+
+def _link_problem(position: int, entry: dict[str, Any] | None, previous: str) -> str | None:
+    if entry is None:
+        return "not a readable entry (altered)"
+    if entry.get("index") != position:
+        return (
+            f"numbered {entry.get('index')} at position {position}: entries deleted, "
+            "duplicated, inserted or reordered"
+        )
+    if entry.get("prev") != previous:
+        return "does not follow the entry before it: entries deleted, inserted or reordered"
+    if entry.get("hash") != entry_hash(entry):
+        return "content does not match its hash (altered)"
+    return None
+
+
+def _check_budget_and_policy(
+    ledger: PartyLedger,
+    federation: Federation,
+    policy: ResidencyPolicy,
+    problems: list[Problem],
+) -> None:
+    site = next((s for s in federation.sites if s.name == ledger.party), None)
+    budget = federation.budget_of(site) if site is not None else None
+    own = ledger.country or ""
+    for entry in ledger.entries:
+        index = entry["index"]
+        spent = entry.get("epsilon")
+        if budget is not None and spent is not None and spent > budget + EPSILON_SLACK:
+            problems.append(
+                Problem(ledger.party, index, f"epsilon spent {spent:.3f} exceeds budget {budget:g}")
+            )
+        if entry.get("direction") != "out":
+            continue
+        if "arrays" in entry.get("carries", []) and site is not None:
+            receiver = str(entry.get("peer_country"))
+            if not policy.permits(own, receiver):
+                problems.append(
+                    Problem(ledger.party, index, f"sent parameters to {receiver}: policy forbids")
+                )
+        for sealed in entry.get("sealed_for", []) if site is not None else []:
+            country = federation.country_of(sealed["peer"]) or sealed.get("country")
+            if country is None or not policy.permits(own, country):
+                problems.append(
+                    Problem(
+                        ledger.party,
+                        index,
+                        f"sent a model update to {sealed['peer']} in {country}: policy forbids",
+                    )
+                )
+
+
+def _check_anchors(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
+    """Every head a receiver recorded must be in the sender's ledger, signed by the sender."""
+    for receiver in ledgers.values():
+        for entry in receiver.entries:
+            raw = entry.get("peer_head")
+            if not raw:
+                continue
+            head = SignedHead.from_dict(raw)
+            sender = ledgers.get(head.party)
+            where = f"head recorded by {receiver.party} at its entry {entry['index']}"
+            if sender is None:
+                problems.append(Problem(head.party, head.index, f"{where}, but no ledger"))
+            elif not head.valid_for(sender.public_key or ""):
+                problems.append(
+                    Problem(head.party, head.index, f"{where} is not signed by its ledger's key")
+                )
+            elif head.index >= len(sender.entries) and sender.intact:
+                problems.append(
+                    Problem(head.party, head.index, f"{where}, but the ledger ends before it")
+                )
+            elif head.index < len(sender.entries) and (
+                sender.entries[head.index]["hash"] != head.hash
+            ):
+                problems.append(
+                    Problem(head.party, head.index, f"{where} differs: ledger rewritten")
+                )
+
+
+def _check_transfers(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
+    """Each message recorded as sent is recorded as received, with equal digest and size."""
+    coordinator = ledgers.get(COORDINATOR)
+    if coordinator is None:
+        return
+    site_of_node = {
+        e["node"]: e["peer"]
+        for e in coordinator.entries
+        if e.get("direction") == "in" and e.get("peer") and "node" in e
+    }
+    undelivered = {
+        (e.get("node"), e["undelivered"]) for e in coordinator.entries if e.get("undelivered")
+    }
+    sides: dict[tuple[str, str, str, int], list[tuple[str, int]]] = defaultdict(list)
+    for ledger in ledgers.values():
+        for entry in ledger.entries:
+            if entry.get("direction") not in ("in", "out") or "sha256" not in entry:
+                continue
+            peer = entry.get("peer") or site_of_node.get(entry.get("node"))
+            if peer is None or (entry.get("node"), entry["sha256"]) in undelivered:
+                continue  # an instruction that may never have arrived: nothing to match
+            sender, receiver = (
+                (ledger.party, peer) if entry["direction"] == "out" else (peer, ledger.party)
+            )
+            key = (sender, receiver, entry["sha256"], entry["bytes"])
+            sides[key].append((ledger.party, entry["index"]))
+    for (sender, receiver, _, _), recorded in sides.items():
+        by = {party for party, _ in recorded}
+        if by != {sender, receiver}:
+            missing = receiver if sender in by else sender
+            party, index = recorded[0]
+            side = "receipt" if missing == receiver else "sending"
+            what = f"transfer {sender} -> {receiver} has no {side} in {missing}'s ledger"
+            problems.append(Problem(party, index, what))
+    _check_sealed(ledgers, problems)
+
+
+def _check_sealed(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
+    """A sealed payload a site says it received must be one its sender says it sealed."""
+    sealed = {
+        (ledger.party, item["peer"], item["sha256"])
+        for ledger in ledgers.values()
+        if ledger.party != COORDINATOR
+        for entry in ledger.entries
+        for item in entry.get("sealed_for", [])
+    }
+    for ledger in ledgers.values():
+        if ledger.party == COORDINATOR:
+            continue
+        for entry in ledger.entries:
+            for item in entry.get("sealed_from", []):
+                if (item["peer"], ledger.party, item["sha256"]) not in sealed:
+                    problems.append(
+                        Problem(
+                            ledger.party,
+                            entry["index"],
+                            f"payload from {item['peer']} that {item['peer']} never sealed",
+                        )
+                    )

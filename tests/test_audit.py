@@ -1,0 +1,205 @@
+"""Ledgers and ``audit verify``: an honest run passes; every way of cooking the books fails.
+
+Runs are real (the real ServerApp coordination, ClientApp, guard, ledgers
+and crypto) on an in-process grid, small enough to take a few seconds.
+Each attack edits the ledgers on disk as an adversary could and must make
+``verify`` name the party and the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from in_process_grid import InProcessGrid
+
+from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, public_key_hex
+from flowerbed.audit.verify import verify_run
+from flowerbed.config import load_federation, save_federation
+from flowerbed.hospital_client.app import make_client_app
+from flowerbed.hospital_client.audit_mod import KEY_STATE, PRIVATE_KEY
+from flowerbed.run_folder import RunFolder
+from flowerbed.server_app import coordinate
+from flowerbed.simulation import SITES_DIR
+
+pytestmark = pytest.mark.usefixtures("task_identity")
+
+SITES = [
+    {"name": "berlin", "country": "DE"},
+    {"name": "paris", "country": "FR"},
+    {"name": "lyon", "country": "FR"},
+]
+
+
+def make_run(path: Path, strategy: str, budget: float = 8.0) -> tuple[Path, InProcessGrid]:
+    federation = load_federation(
+        None,
+        {
+            "run": {"strategy": strategy, "rounds": 2, "topology": "complete"},
+            "privacy": {"enabled": True, "epsilon": budget},
+            "sites": SITES,
+        },
+    )
+    folder = RunFolder.create(path / "run", federation)
+    save_federation(federation, path / "federation.toml")
+    app = make_client_app(
+        str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers)
+    )
+    grid = InProcessGrid(app, len(SITES))
+    coordinate(grid, federation, folder)
+    return folder.path, grid
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, InProcessGrid]]:
+    """One honest FedAvg and one honest gossip run, copied afresh for each attack."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    patch = pytest.MonkeyPatch()
+    for attribute, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):
+        patch.setattr(TaskIdentity, attribute, value, raising=False)
+    root = tmp_path_factory.mktemp("honest")
+    made = {name: make_run(root / name, name) for name in ("fedavg", "gossip")}
+    patch.undo()
+    return made
+
+
+@pytest.fixture(params=["fedavg", "gossip"])
+def run(request, runs, tmp_path) -> Path:
+    source, _ = runs[request.param]
+    copy = tmp_path / "run"
+    shutil.copytree(source, copy)
+    return copy
+
+
+def lines(run: Path, party: str) -> list[str]:
+    return (run / "ledgers" / f"{party}.jsonl").read_text().splitlines(keepends=True)
+
+
+def write(run: Path, party: str, content: list[str]) -> None:
+    (run / "ledgers" / f"{party}.jsonl").write_text("".join(content))
+
+
+def problems(run: Path) -> list[str]:
+    return [str(problem) for problem in verify_run(run).problems]
+
+
+def rechain(entries: list[dict], party: str, key: Ed25519PrivateKey) -> list[str]:
+    """What a party holding ``key`` can do: a fresh valid chain, heads signed."""
+    previous, out = GENESIS_PREVIOUS, []
+    for index, entry in enumerate(entries):
+        entry = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
+        entry.update(index=index, prev=previous)
+        entry["hash"] = previous = entry_hash(entry)
+        entry["signature"] = key.sign(head_message(party, index, entry["hash"])).hex()
+        out.append(json.dumps(entry, sort_keys=True) + "\n")
+    return out
+
+
+def site_key(grid: InProcessGrid, party: str) -> Ed25519PrivateKey:
+    node = [site["name"] for site in SITES].index(party) + 1
+    raw = bytes(grid.contexts[node].state[KEY_STATE][PRIVATE_KEY])
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def test_an_honest_run_verifies(runs):
+    for path, _ in runs.values():
+        assert problems(path) == []
+        ledgers = sorted(p.stem for p in (path / "ledgers").glob("*.jsonl"))
+        assert ledgers == ["berlin", "coordinator", "lyon", "paris"]
+
+
+@pytest.mark.parametrize("party", ["paris", "coordinator"])
+def test_a_changed_value_in_any_entry_is_caught(run, party):
+    content = lines(run, party)
+    content[3] = content[3].replace('"bytes":', '"bytes":1', 1)
+    write(run, party, content)
+    assert any(p.startswith(f"{party} entry 3: content does not match") for p in problems(run))
+
+
+def test_a_flipped_byte_that_breaks_the_json_is_caught(run):
+    content = lines(run, "berlin")
+    content[2] = content[2][:10] + chr(ord(content[2][10]) ^ 1) + content[2][11:]
+    write(run, "berlin", content)
+    assert any(p.startswith("berlin entry 2:") for p in problems(run))
+
+
+@pytest.mark.parametrize(
+    ("edit", "entry"),
+    [
+        (lambda c: c[:4] + c[5:], 4),  # deleted
+        (lambda c: [*c[:4], c[4], *c[4:]], 5),  # duplicated
+        (lambda c: [*c[:4], c[5], c[4], *c[6:]], 4),  # reordered
+    ],
+)
+def test_deleted_duplicated_or_reordered_entries_are_caught(run, edit, entry):
+    write(run, "lyon", edit(lines(run, "lyon")))
+    assert any(p.startswith(f"lyon entry {entry}:") for p in problems(run))
+
+
+def test_a_truncated_ledger_is_caught_by_its_peers(run):
+    content = lines(run, "paris")
+    write(run, "paris", content[: len(content) - 3])
+    found = problems(run)
+    assert any(p.startswith("paris ") for p in found)
+
+
+def test_a_torn_last_line_is_reported(run):
+    content = lines(run, "berlin")
+    write(run, "berlin", [*content[:-1], content[-1][:40]])
+    assert any(p.startswith("berlin entry") and "torn" in p for p in problems(run))
+
+
+def test_a_site_rewriting_its_whole_ledger_under_a_fresh_key_is_caught_by_its_peers(run):
+    entries = [json.loads(line) for line in lines(run, "paris")]
+    forger = Ed25519PrivateKey.generate()
+    entries[0]["public_key"] = public_key_hex(forger)
+    entries[3]["bytes"] = 1  # the history it wants to tell instead
+    write(run, "paris", rechain(entries, "paris", forger))
+    found = problems(run)
+    assert any(p.startswith("paris entry") and "recorded by coordinator" in p for p in found)
+
+
+def test_a_head_forged_without_the_sites_key_is_caught(run):
+    entries = [json.loads(line) for line in lines(run, "lyon")]
+    entries[2]["epsilon"] = 0.0
+    write(run, "lyon", rechain(entries, "lyon", Ed25519PrivateKey.generate()))
+    assert any(p.startswith("lyon entry") and "forged" in p for p in problems(run))
+
+
+def test_two_sites_ledgers_swapped_are_caught(run):
+    berlin, paris = lines(run, "berlin"), lines(run, "paris")
+    write(run, "berlin", paris)
+    write(run, "paris", berlin)
+    found = problems(run)
+    assert any(p.startswith("berlin entry 0: genesis names 'paris'") for p in found)
+    assert any(p.startswith("paris entry 0: genesis names 'berlin'") for p in found)
+
+
+def test_an_inserted_transfer_to_a_forbidden_country_is_caught(runs, tmp_path):
+    path, grid = runs["gossip"]
+    run = tmp_path / "run"
+    shutil.copytree(path, run)
+    federation = load_federation(run / "config.toml")
+    federation.residency = {"FR": ["FR"]}
+    save_federation(federation, run / "config.toml")
+    entries = [json.loads(line) for line in lines(run, "paris")]
+    forbidden = dict(entries[-1], sealed_for=[{"peer": "berlin", "sha256": "00", "bytes": 1}])
+    # Even re-signed with paris's own key, the transfer itself breaks the policy.
+    write(run, "paris", rechain([*entries, forbidden], "paris", site_key(grid, "paris")))
+    found = problems(run)
+    assert any(p.startswith("paris entry") and "berlin in DE: policy forbids" in p for p in found)
+
+
+def test_a_budget_overrun_is_caught(runs, tmp_path):
+    path, grid = runs["fedavg"]
+    run = tmp_path / "run"
+    shutil.copytree(path, run)
+    entries = [json.loads(line) for line in lines(run, "lyon")]
+    entries[-1]["epsilon"] = 9.5
+    write(run, "lyon", rechain(entries, "lyon", site_key(grid, "lyon")))
+    overrun = f"lyon entry {len(entries) - 1}: epsilon spent 9.500 exceeds budget 8"
+    assert overrun in problems(run)
