@@ -5,6 +5,7 @@ Errors a user can fix print one red line and exit 1, with no traceback.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flowerbed.audit.report import FORMATS, write_reports
+from flowerbed.audit.verify import verify_run
 from flowerbed.config import Federation, default_sites, load_federation
 from flowerbed.errors import FlowerbedError
 from flowerbed.run_folder import RunFolder
@@ -92,6 +95,45 @@ def simulate(
     _run_with_progress(resolved, out)
 
 
+audit = typer.Typer(no_args_is_help=True, help="Verify a run's ledgers and report on them.")
+app.add_typer(audit, name="audit")
+
+
+@audit.command("verify")
+def audit_verify(run: Annotated[Path, typer.Argument(help="run folder with ledgers/")]) -> None:
+    """Exit 0 only if every ledger is intact and consistent, transfers matched, policy kept."""
+    verdict = verify_run(run)
+    for problem in verdict.problems:
+        console.print(f"[red]✗[/] {problem}", highlight=False)
+    parties = len(verdict.ledgers)
+    if verdict.problems:
+        console.print(f"[red]{len(verdict.problems)} problem(s)[/] in {parties} ledgers of {run}")
+        raise typer.Exit(1)
+    entries = sum(len(ledger.entries) for ledger in verdict.ledgers.values())
+    console.print(
+        f"[green]verified[/]: {parties} ledgers, {entries} entries: chains intact, transfers "
+        "matched, residency policy and privacy budgets kept"
+    )
+
+
+@audit.command("report")
+def audit_report(
+    run: Annotated[Path, typer.Argument(help="run folder with ledgers/")],
+    format: Annotated[
+        list[str] | None, typer.Option("--format", help="html, md or json (repeatable)")
+    ] = None,
+) -> None:
+    """Write report.html, report.md and report.json into the run folder."""
+    formats = tuple(format or FORMATS)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise FlowerbedError(f"--format {unknown[0]} is not one of {', '.join(FORMATS)}")
+    report, written = write_reports(run, formats)
+    console.print(f"verdict: {report.verdict}; wrote {', '.join(str(p) for p in written)}")
+    if report.problems:
+        raise typer.Exit(1)
+
+
 def _given(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -124,13 +166,15 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
     with progress:
         folder = run_simulation(federation, out, on_round=on_round)
     console.print(_site_table(federation, folder))
+    verdict = json.loads((out / "report.json").read_text())["verdict"]
+    console.print(f"audit: ledgers {verdict}; report in {out / 'report.html'}")
     if run.strategy == "gossip":
         console.print(
-            f"run folder: {out} (config.toml, metrics.csv, consensus.csv; no global model: "
-            "each site's own model is in sites/<site>/model.pt)"
+            f"run folder: {out} (config.toml, metrics.csv, consensus.csv, ledgers/, reports; "
+            "no global model: each site's own model is in sites/<site>/model.pt)"
         )
     else:
-        console.print(f"run folder: {out} (config.toml, metrics.csv, model.pt)")
+        console.print(f"run folder: {out} (config.toml, metrics.csv, model.pt, ledgers/, reports)")
 
 
 def _round_line(server_round: int, rows: list[SiteRow]) -> str:

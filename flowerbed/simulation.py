@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from flwr.simulation import run_simulation
 
+from flowerbed.audit.report import write_reports
 from flowerbed.config import Federation
 from flowerbed.datasets import site_data
 from flowerbed.errors import DataError
@@ -110,7 +111,9 @@ def simulate(
     evaluation) with every site's rows of that round. A gossip run's sites
     keep their models under ``out/sites/<site>/``, and ``out/consensus.csv``
     gets the true consensus distance per round (a simulation-only diagnostic).
-    Raises ``RunStopped`` if the run had to end early; the folder then still
+    Every party's ledger is under ``out/ledgers/``, and the audit report
+    (``report.html``, ``.md``, ``.json``) is written at the end, also after
+    a failure. Raises ``RunStopped`` if the run had to end early; the folder then still
     holds every finished round and the reason.
     """
     check_before_start(federation)
@@ -118,15 +121,19 @@ def simulate(
     if federation.run.strategy == "gossip":
         folder.on_round = _with_consensus(federation, folder, on_round)
     config_file = folder.config_file.resolve()
-    with _quiet_flower():
-        run_simulation(
-            server_app=make_server_app(config_file, folder),
-            client_app=make_client_app(
-                str(config_file), str(folder.path / SITES_DIR), str(folder.ledgers)
-            ),
-            num_supernodes=len(federation.sites),
-            backend_config=backend_config(),
-        )
+    try:
+        with _quiet_flower():
+            run_simulation(
+                server_app=make_server_app(config_file, folder),
+                client_app=make_client_app(
+                    str(config_file), str(folder.path / SITES_DIR), str(folder.ledgers)
+                ),
+                num_supernodes=len(federation.sites),
+                backend_config=backend_config(),
+            )
+    finally:
+        if any(folder.ledgers.glob("*.jsonl")):
+            write_reports(folder.path)
     return folder
 
 

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+from in_process_grid import InProcessGrid
+
+from flowerbed.config import load_federation, save_federation
+from flowerbed.hospital_client.app import make_client_app
+from flowerbed.run_folder import RunFolder
+from flowerbed.server_app import coordinate
+from flowerbed.simulation import SITES_DIR
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -27,9 +34,50 @@ def _flower_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
 
 
+def _set_task_identity(patch: pytest.MonkeyPatch) -> None:
+    """Messages made outside a running app need the identity Flower's runtime would set."""
+    for attribute, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):
+        patch.setattr(TaskIdentity, attribute, value, raising=False)
+
+
 @pytest.fixture
 def task_identity(monkeypatch):
-    """Messages made outside a running app need the identity Flower's runtime would set."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
+    _set_task_identity(monkeypatch)
+
+
+AUDIT_SITES = [
+    {"name": "berlin", "country": "DE"},
+    {"name": "paris", "country": "FR"},
+    {"name": "lyon", "country": "FR"},
+]
+
+
+def make_run(path: Path, strategy: str, budget: float = 8.0) -> tuple[Path, InProcessGrid]:
+    """A real run (ServerApp coordination, ClientApp, guard, ledgers) on an in-process grid."""
+    federation = load_federation(
+        None,
+        {
+            "run": {"strategy": strategy, "rounds": 2, "topology": "complete"},
+            "privacy": {"enabled": True, "epsilon": budget},
+            "sites": AUDIT_SITES,
+        },
+    )
+    folder = RunFolder.create(path / "run", federation)
+    save_federation(federation, path / "federation.toml")
+    app = make_client_app(
+        str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers)
+    )
+    grid = InProcessGrid(app, len(AUDIT_SITES))
+    coordinate(grid, federation, folder)
+    return folder.path, grid
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, InProcessGrid]]:
+    """One honest FedAvg and one honest gossip run, for the audit tests to copy and attack."""
+    patch = pytest.MonkeyPatch()
+    _set_task_identity(patch)
+    root = tmp_path_factory.mktemp("honest")
+    made = {name: make_run(root / name, name) for name in ("fedavg", "gossip")}
+    patch.undo()
+    return made

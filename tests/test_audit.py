@@ -13,58 +13,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import AUDIT_SITES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from in_process_grid import InProcessGrid
 
 from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, public_key_hex
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation, save_federation
-from flowerbed.hospital_client.app import make_client_app
 from flowerbed.hospital_client.audit_mod import KEY_STATE, PRIVATE_KEY
-from flowerbed.run_folder import RunFolder
-from flowerbed.server_app import coordinate
-from flowerbed.simulation import SITES_DIR
 
 pytestmark = pytest.mark.usefixtures("task_identity")
-
-SITES = [
-    {"name": "berlin", "country": "DE"},
-    {"name": "paris", "country": "FR"},
-    {"name": "lyon", "country": "FR"},
-]
-
-
-def make_run(path: Path, strategy: str, budget: float = 8.0) -> tuple[Path, InProcessGrid]:
-    federation = load_federation(
-        None,
-        {
-            "run": {"strategy": strategy, "rounds": 2, "topology": "complete"},
-            "privacy": {"enabled": True, "epsilon": budget},
-            "sites": SITES,
-        },
-    )
-    folder = RunFolder.create(path / "run", federation)
-    save_federation(federation, path / "federation.toml")
-    app = make_client_app(
-        str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers)
-    )
-    grid = InProcessGrid(app, len(SITES))
-    coordinate(grid, federation, folder)
-    return folder.path, grid
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, tuple[Path, InProcessGrid]]:
-    """One honest FedAvg and one honest gossip run, copied afresh for each attack."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    patch = pytest.MonkeyPatch()
-    for attribute, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):
-        patch.setattr(TaskIdentity, attribute, value, raising=False)
-    root = tmp_path_factory.mktemp("honest")
-    made = {name: make_run(root / name, name) for name in ("fedavg", "gossip")}
-    patch.undo()
-    return made
 
 
 @pytest.fixture(params=["fedavg", "gossip"])
@@ -100,7 +58,7 @@ def rechain(entries: list[dict], party: str, key: Ed25519PrivateKey) -> list[str
 
 
 def site_key(grid: InProcessGrid, party: str) -> Ed25519PrivateKey:
-    node = [site["name"] for site in SITES].index(party) + 1
+    node = [site["name"] for site in AUDIT_SITES].index(party) + 1
     raw = bytes(grid.contexts[node].state[KEY_STATE][PRIVATE_KEY])
     return Ed25519PrivateKey.from_private_bytes(raw)
 

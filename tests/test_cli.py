@@ -44,6 +44,20 @@ def test_bad_input_is_one_clear_line_and_nothing_starts(tmp_path, args, expected
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["verify", "nowhere"], "nowhere is not a run folder"),
+        (["report", "nowhere"], "nowhere is not a run folder"),
+        (["report", "nowhere", "--format", "pdf"], "--format pdf is not one of html, md, json"),
+    ],
+)
+def test_audit_of_a_folder_that_is_no_run_is_one_clear_line(tmp_path, args, expected):
+    result = run_cli("audit", *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert expected in " ".join(result.stdout.split()) and "Traceback" not in result.stderr
+
+
 def test_an_existing_run_folder_is_not_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.csv").write_text("round\n1\n")

@@ -55,6 +55,14 @@ def test_cli_runs_a_dp_fedavg_federation_and_writes_the_run_folder(tmp_path):
     saved = torch.load(run / "model.pt")
     model = build_model(ModelSpec(**saved["spec"]))
     model.load_state_dict(saved["state_dict"])
+    # The audit trail comes with every run: one ledger per party, verified, and reported.
+    assert sorted(p.stem for p in (run / "ledgers").iterdir()) == [
+        "coordinator", "hospital-01", "hospital-02", "hospital-03",
+    ]  # fmt: skip
+    assert json.loads((run / "report.json").read_text())["verdict"] == "verified"
+    assert "ledgers verified" in " ".join(result.stdout.split())
+    verify = run_cli("audit", "verify", "run", cwd=tmp_path)
+    assert verify.returncode == 0 and "verified" in verify.stdout
 
 
 def test_fedprox_without_dp_learns_the_synthetic_task(tmp_path):
