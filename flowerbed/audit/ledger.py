@@ -179,21 +179,34 @@ class Ledger:
         the party, index and hash (use it for every entry whose head leaves
         with a message, and for the last).
         """
+        return self.append_all([fields], sign)[0]
+
+    def append_all(self, batch: list[dict[str, Any]], sign: bool = False) -> list[dict[str, Any]]:
+        """Add entries in order with one fsync for the batch (a round's messages, say).
+
+        Nothing of the batch leaves before this returns, so a crash loses at
+        most entries whose messages were never sent.
+        """
         index, previous = self.head() if self.path.exists() else (-1, GENESIS_PREVIOUS)
-        entry = {
-            "index": index + 1,
-            "time": datetime.now(UTC).isoformat(timespec="microseconds"),
-            **fields,
-            "prev": previous,
-        }
-        entry["hash"] = entry_hash(entry)
-        if sign:
-            message = head_message(self.party, entry["index"], entry["hash"])
-            entry["signature"] = self.key.sign(message).hex()
-        line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+        entries, lines = [], []
+        for fields in batch:
+            index += 1
+            entry = {
+                "index": index,
+                "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+                **fields,
+                "prev": previous,
+            }
+            entry["hash"] = previous = entry_hash(entry)
+            if sign:
+                message = head_message(self.party, index, entry["hash"])
+                entry["signature"] = self.key.sign(message).hex()
+            entries.append(entry)
+            lines.append(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
         with open(self.path, "a", encoding="utf-8") as out:
-            out.write(line)
+            out.write("".join(lines))
             out.flush()
             os.fsync(out.fileno())
-        self._head = (entry["index"], entry["hash"])
-        return entry
+        if entries:
+            self._head = (index, previous)
+        return entries

@@ -45,25 +45,16 @@ class LedgeredGrid:
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         sent = list(messages)
-        digests: dict[int, str] = {}
-        for message in sent:
-            node = message.metadata.dst_node_id
-            site = self.site_of_node.get(node)
-            entry = self.ledger.append(
-                {
-                    **self._fields(message, message.content, "out", site),
-                    "node": node,
-                    "sealed_for": sealed_list(message.content.config_records.get(R.INBOX)),
-                },
-                sign=True,
-            )
+        entries = self.ledger.append_all([self._outbound(m) for m in sent], sign=True)
+        for message, entry in zip(sent, entries, strict=True):
             attach_head(message.content, self.ledger, entry)
-            digests[node] = entry["sha256"]
+        digests = {m.metadata.dst_node_id: e["sha256"] for m, e in zip(sent, entries, strict=True)}
         replies = list(self.grid.send_and_receive(sent, timeout=timeout))
+        received = []
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
-                self.ledger.append(
+                received.append(
                     {"direction": "in", "kind": "error", "node": node,
                      "peer": self.site_of_node.get(node), "reason": reply.error.reason,
                      "undelivered": digests.get(node)}
@@ -72,14 +63,23 @@ class LedgeredGrid:
             site_record = reply.content.config_records.get(R.SITE)
             if site_record is not None:
                 self.site_of_node[node] = str(site_record[R.SITE_NAME])
-            self.ledger.append(
+            received.append(
                 {
                     **self._fields(reply, reply.content, "in", self.site_of_node.get(node)),
                     "node": node,
                     "sealed_from": sealed_list(reply.content.config_records.get(R.SEALED)),
                 }
             )
+        self.ledger.append_all(received)
         return replies
+
+    def _outbound(self, message: Message) -> dict:
+        node = message.metadata.dst_node_id
+        return {
+            **self._fields(message, message.content, "out", self.site_of_node.get(node)),
+            "node": node,
+            "sealed_for": sealed_list(message.content.config_records.get(R.INBOX)),
+        }
 
     def _fields(self, message: Message, content: RecordDict, direction: str, site: str | None):
         country = self.federation.country_of(site) if site else None
