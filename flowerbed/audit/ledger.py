@@ -46,10 +46,16 @@ class LedgerError(FlowerbedError):
     """A ledger cannot be read or appended to as a chain."""
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
 def canonical(entry: dict[str, Any]) -> bytes:
     """The bytes an entry's hash covers: sorted-key compact JSON without hash and signature."""
-    body = {key: value for key, value in entry.items() if key not in UNHASHED}
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    body = dict(entry)
+    for key in UNHASHED:
+        body.pop(key, None)
+    return _CANONICAL.encode(body).encode()
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -118,15 +124,15 @@ class ReadLedger:
 
 def read_ledger(path: Path) -> ReadLedger:
     """Parse every line; nothing is skipped or repaired, the verifier judges."""
-    lines = Path(path).read_bytes().split(b"\n")
+    lines = Path(path).read_bytes().decode(errors="replace").split("\n")
     entries: list[dict[str, Any] | None] = []
     for line in lines[:-1]:
         try:
-            entry = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            entry = _DECODER.decode(line)
+        except json.JSONDecodeError:
             entry = None
         entries.append(entry if isinstance(entry, dict) else None)
-    torn = lines[-1].decode(errors="replace") if lines[-1] else None
+    torn = lines[-1] or None
     return ReadLedger(Path(path), entries, torn)
 
 
