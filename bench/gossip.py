@@ -1,6 +1,7 @@
 """Gossip on ring, exponential and one-peer exponential graphs against FedAvg, same invocation.
 
-Usage: python bench/gossip.py [--sites 8 32] [--rounds 20] [--dp] [--out bench/results/gossip.md]
+Usage: python bench/gossip.py [--sites 8 32] [--rounds 20] [--seeds 0] [--dp]
+                              [--out bench/results/gossip.md]
 
 PneumoniaMNIST split across N sites with Dirichlet(0.5) label skew, 1 local
 epoch per round, small CNN, Flower's simulation engine. For each run: mean
@@ -9,7 +10,7 @@ global model on each site's test split; gossip: each site's own model), the
 mean bytes a site sends per round, wall time per round (after round 1, so
 Ray's start-up is left out) and its ratio to FedAvg's. The true consensus
 distance per round (a simulation-only diagnostic) is plotted to
-``bench/results/gossip_consensus.png``. Needs ../shared/data.
+the ``.png`` beside the table (first seed). Needs ../shared/data.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ RUNS = [
 ]
 
 
-def run(strategy: str, topology: str | None, sites: int, rounds: int, dp: bool) -> dict:
-    run_settings = {"strategy": strategy, "rounds": rounds}
+def run(strategy: str, topology: str | None, sites: int, rounds: int, dp: bool, seed: int) -> dict:
+    run_settings = {"strategy": strategy, "rounds": rounds, "seed": seed}
     if topology:
         run_settings["topology"] = topology
     federation = load_federation(
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--sites", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--dp", action="store_true", help="DP-SGD at epsilon 8 per site")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="mean over these")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gossip.md"))
     args = parser.parse_args()
     if not DATA.is_file():
@@ -88,7 +90,11 @@ def main() -> None:
     ):
         baseline = None
         for strategy, topology in RUNS:
-            result = run(strategy, topology, sites, args.rounds, args.dp)
+            seeded = [run(strategy, topology, sites, args.rounds, args.dp, s) for s in args.seeds]
+            result = {
+                key: statistics.mean(r[key] for r in seeded)
+                for key in ("auc", "accuracy", "bytes", "per_round")
+            }
             baseline = baseline or result
             name = f"gossip, {topology}" if topology else "FedAvg"
             rows.append(
@@ -98,18 +104,19 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
             if topology:
-                axis.semilogy(range(1, args.rounds + 1), result["consensus"], label=topology)
+                axis.semilogy(range(1, args.rounds + 1), seeded[0]["consensus"], label=topology)
         axis.set(title=f"{sites} sites", xlabel="round", ylabel="consensus distance")
         axis.legend()
     figure.tight_layout()
-    figure.savefig(args.out.with_name("gossip_consensus.png"), dpi=120)
+    figure.savefig(args.out.with_suffix(".png"), dpi=120)
     sizes = " ".join(map(str, args.sites))
+    seeds = " ".join(map(str, args.seeds))
     dp = "DP-SGD epsilon 8" if args.dp else "no DP"
     write_table(
         args.out,
-        f"PneumoniaMNIST, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, small CNN, {dp} "
-        f"(`python bench/gossip.py --sites {sizes} --rounds {args.rounds}"
-        f"{' --dp' if args.dp else ''}`)",
+        f"PneumoniaMNIST, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, small CNN, {dp}, "
+        f"mean of seeds {seeds} (`python bench/gossip.py --sites {sizes} --rounds {args.rounds} "
+        f"--seeds {seeds}{' --dp' if args.dp else ''} --out {args.out}`)",
         ["sites", "run", "mean site test AUC", "accuracy", "sent per site per round",
          "wall per round", "vs FedAvg"],
         rows,

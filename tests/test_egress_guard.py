@@ -186,3 +186,29 @@ def test_an_inbound_message_with_an_unknown_record_is_refused(federation_file, t
     smuggled = instruction(**{"exfiltrate": ConfigRecord({"to": "http://example.org"})})
     with pytest.raises(EgressRefused, match="inbound record 'exfiltrate'"):
         app(smuggled, context())
+
+
+def test_a_deployed_sites_ledger_is_its_own_file_fsynced_entry_by_entry(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr("flowerbed.audit.ledger.os.fsync", synced.append)
+    app = ClientApp(mods=[make_audit_mod(lambda context: resolve_site(context, None), None)])
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        return Message(honest(msg), reply_to=msg)
+
+    own = tmp_path / "home" / "ledger.jsonl"
+    node_config = {"name": "berlin", "country": "DE", "data": "synthetic", "ledger": str(own)}
+    reply = app(instruction(), Context(1, 1, node_config, RecordDict(), {}))
+    entries = [json.loads(line) for line in own.read_text().splitlines()]
+    assert [e.get("direction") for e in entries] == [None, "in", "out"]  # genesis first
+    assert reply.content[R.LEDGER_HEAD]["index"] == 2
+    assert len(synced) == 3  # one fsync per entry
+
+
+def test_simulated_sites_ledgers_are_flushed_without_fsync(federation_file, tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr("flowerbed.audit.ledger.os.fsync", synced.append)
+    app_replying(federation_file, str(tmp_path), honest)(instruction(), context())
+    assert len((tmp_path / "berlin.jsonl").read_text().splitlines()) == 3
+    assert synced == []

@@ -7,8 +7,9 @@ reply the guard refuses is not sent: the refusal is written (signed) and the
 site fails loudly with the reason.
 
 The site's Ed25519 ledger key lives in ``context.state``; its ledger file is
-``<ledgers>/<site>.jsonl`` in simulation, or the node config's ``ledger``
-path in deployment (no path: the guard still runs, nothing is written).
+the node config's ``ledger`` path in deployment (fsynced entry by entry),
+or ``<ledgers>/<site>.jsonl`` in simulation (flushed; see ``Ledger.open``).
+With neither the guard still runs and nothing is written.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ def ledger_key(context: Context) -> Ed25519PrivateKey:
 
 
 def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger | None:
-    path = context.node_config.get(LEDGER_NODE_KEY) or (
-        ledgers and Path(ledgers) / f"{site.name}.jsonl"
-    )
+    """A deployed site's own ledger (node config), durable; or its simulated one."""
+    own = context.node_config.get(LEDGER_NODE_KEY)
+    path = own or (ledgers and Path(ledgers) / f"{site.name}.jsonl")
     if not path:
         return None
-    return Ledger.open(Path(str(path)), site.name, site.country, ledger_key(context))
+    key = ledger_key(context)
+    return Ledger.open(Path(str(path)), site.name, site.country, key, durable=bool(own))
 
 
 def _epsilon(context: Context, federation: Federation) -> float:
