@@ -7,7 +7,8 @@ appends and verification against raw SHA-256 of the entries' canonical
 bytes, head signing against raw Ed25519 signing. Appends fsync every entry
 (crash safety); the rate without fsync is shown too. The round cost runs a
 site's FedAvg training round (small CNN, synthetic data, no DP) through the
-ClientApp with and without the ledger and egress guard mod.
+ClientApp with and without the ledger and egress guard mod, as a deployed
+site (its ledger fsynced entry by entry).
 """
 
 from __future__ import annotations
@@ -97,9 +98,15 @@ def signing_rates(count: int) -> tuple[float, float]:
 
 
 def round_times(folder: Path, rounds: int) -> tuple[float, float]:
-    """Seconds per site training round through the ClientApp, with and without the mod."""
-    federation = load_federation(None, {"privacy": {"enabled": False}})
-    save_federation(federation, folder / "federation.toml")
+    """Seconds per site training round through the ClientApp, with and without the mod.
+
+    The site is configured as a deployed one (node config), so its ledger is
+    fsynced entry by entry.
+    """
+    node_config = {
+        "name": "hospital-01", "country": "DE", "data": "synthetic", "dp": False,
+        "ledger": str(folder / "home" / "ledger.jsonl"),
+    }  # fmt: skip
     spec = ModelSpec("small-cnn", 2, 1, 2)
     config = ConfigRecord(
         {R.SERVER_ROUND: 1, R.NUM_ROUNDS: rounds, R.LOCAL_EPOCHS: 1, R.BATCH_SIZE: 32,
@@ -107,11 +114,9 @@ def round_times(folder: Path, rounds: int) -> tuple[float, float]:
          R.SPATIAL_DIMS: 2, R.IN_CHANNELS: 1, R.OUT_CHANNELS: 2}
     )  # fmt: skip
     arrays = ArrayRecord(build_model(spec).state_dict())
-    guarded = client_app_module.make_client_app(
-        str(folder / "federation.toml"), None, str(folder / "ledgers")
-    )
+    guarded = client_app_module.make_client_app()
     with mock.patch.object(client_app_module, "make_audit_mod", lambda *a: lambda m, c, n: n(m, c)):
-        bare = client_app_module.make_client_app(str(folder / "federation.toml"))
+        bare = client_app_module.make_client_app()
     times: dict[str, list[float]] = {"bare": [], "guarded": []}
     for repeat in range(rounds):
         for name, app in (("bare", bare), ("guarded", guarded)):
@@ -120,7 +125,7 @@ def round_times(folder: Path, rounds: int) -> tuple[float, float]:
                 dst_node_id=1,
                 message_type="train",
             )
-            context = Context(1, 1, {"partition-id": 0, "num-partitions": 4}, RecordDict(), {})
+            context = Context(1, 1, node_config, RecordDict(), {})
             torch.manual_seed(repeat)
             start = time.perf_counter()
             app(message, context)

@@ -36,6 +36,7 @@ from flowerbed.audit.verify import Verdict, verify_run
 from flowerbed.config import COORDINATOR
 
 FORMATS = ("html", "md", "json")
+LEGEND_SITES = 12
 PACKAGES = ("flowerbed", "flwr", "torch", "monai", "opacus", "cryptography")
 CATEGORIES = {
     "arrays": "parameters",
@@ -181,7 +182,8 @@ def _privacy_plot(report: Report) -> bytes:
     for budget in sorted(set(report.budgets.values())):
         axis.axhline(budget, linestyle="--", color="grey")
     axis.set(xlabel="round", ylabel="epsilon spent", title="privacy spent per site")
-    axis.legend(fontsize="small")
+    if len(report.privacy) <= LEGEND_SITES:  # beyond that a legend hides the plot
+        axis.legend(fontsize="small")
     return _png(figure)
 
 
