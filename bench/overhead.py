@@ -104,7 +104,7 @@ def main() -> None:
         args.out,
         f"Simulation wall time, FedAvg no DP, small CNN, synthetic, {args.sites} sites, "
         f"{args.rounds} rounds (`python bench/overhead.py --sites {args.sites} "
-        f"--rounds {args.rounds}`)",
+        f"--rounds {args.rounds} --out {args.out}`)",
         ["app", "wall s", "s per round (incl. start-up)", "peak RSS GB"],
         [
             f"| plain Flower | {plain_s:.1f} | {plain_s / args.rounds:.2f} | {plain_gb:.2f} |",
