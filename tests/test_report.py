@@ -77,3 +77,12 @@ def test_a_failed_verification_shows_in_the_rendered_report(run):
     dom = rendered(run / "report.html")
     assert "Verdict: FAILED" in dom and "paris entry 3" in dom
     assert report.problems
+
+
+def test_server_side_flows_show_updates_to_the_coordinator_and_the_global_model_back(runs):
+    report, _ = write_reports(runs["fedavg"][0], ("json",))
+    # berlin (DE) and paris, lyon (FR) send updates to the coordinator in DE (the
+    # first site's country); the coordinator sends the global model to all three.
+    assert set(report.flows["FR"]) == {"DE"}
+    assert set(report.flows["DE"]) == {"DE", "FR"}
+    assert report.flows["DE"]["FR"] > 0

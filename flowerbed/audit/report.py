@@ -32,7 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
-from flowerbed.audit.verify import Verdict, verify_run
+from flowerbed.audit.verify import Verdict, node_sites, verify_run
 from flowerbed.config import COORDINATOR
 
 FORMATS = ("html", "md", "json")
@@ -54,7 +54,7 @@ class Report:
     run: dict[str, Any]
     parties: list[dict[str, Any]]
     countries: list[str]
-    flows: dict[str, dict[str, int]]  # sender country -> receiver country -> model-update bytes
+    flows: dict[str, dict[str, int]]  # sender country -> receiver country -> parameter bytes
     payload_kinds: dict[str, dict[str, int]]  # site -> category -> messages
     privacy: dict[str, dict[int, float]]  # site -> round -> epsilon spent after it
     budgets: dict[str, float]
@@ -67,6 +67,8 @@ def build_report(run_dir: Path) -> Report:
     kinds: dict[str, dict[str, int]] = {}
     privacy: dict[str, dict[int, float]] = {}
     parties = []
+    coordinator = verdict.ledgers.get(COORDINATOR)
+    nodes = node_sites(coordinator) if coordinator is not None else {}
     for name, ledger in sorted(verdict.ledgers.items()):
         sent = [e for e in ledger.entries if e.get("direction") == "out" and "bytes" in e]
         received = [e for e in ledger.entries if e.get("direction") == "in" and "bytes" in e]
@@ -82,13 +84,16 @@ def build_report(run_dir: Path) -> Report:
                 "chain": "intact" if ledger.intact else "broken",
             }
         )
+        for entry in sent:  # parameters anyone can read: site updates, the global model
+            if "arrays" in entry.get("carries", []):
+                peer = entry.get("peer") or nodes.get(entry.get("node"))
+                receiver = federation.country_of(peer) if peer else None
+                flows[ledger.country or "?"][str(receiver)] += entry["bytes"]
         if name == COORDINATOR:
             continue
         kinds[name] = _payload_kinds(sent)
         privacy[name] = _privacy_by_round(ledger.entries, federation.run.rounds)
         for entry in sent:
-            if "arrays" in entry.get("carries", []):
-                flows[ledger.country or "?"][str(entry.get("peer_country"))] += entry["bytes"]
             for sealed in entry.get("sealed_for", []):
                 receiver = federation.country_of(sealed["peer"]) or str(sealed.get("country"))
                 flows[ledger.country or "?"][receiver] += sealed["bytes"]
@@ -164,7 +169,7 @@ def _flow_plot(report: Report) -> bytes:
     axis.set(
         xticks=range(len(countries)), yticks=range(len(countries)),
         xticklabels=countries, yticklabels=countries,
-        xlabel="received in", ylabel="sent from", title="model-update MB by country",
+        xlabel="received in", ylabel="sent from", title="parameter MB by country",
     )  # fmt: skip
     top = max((max(row) for row in grid), default=0.0)
     for i, row in enumerate(grid):
@@ -218,7 +223,8 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         for site, spent in report.privacy.items()
     ]  # fmt: skip
     return [
-        ("Country flow matrix: model-update bytes, sender (row) to receiver (column)",
+        ("Country flow matrix: bytes of parameters (site updates, sealed or not, and the "
+         "coordinator's global model), sender (row) to receiver (column)",
          ["from \\ to", *countries], flow_rows),
         ("Messages and bytes per party", ["party", "country", "messages out", "bytes out",
          "messages in", "bytes in", "with", "chain"], party_rows),

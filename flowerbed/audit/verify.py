@@ -210,16 +210,21 @@ def _check_anchors(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> 
             problems.append(Problem(head.party, head.index, what))
 
 
+def node_sites(coordinator: PartyLedger) -> dict[int, str]:
+    """Which site each node id is, from the replies the coordinator recorded."""
+    return {
+        e["node"]: e["peer"]
+        for e in coordinator.entries
+        if e.get("direction") == "in" and e.get("peer") and "node" in e
+    }
+
+
 def _check_transfers(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
     """Each message recorded as sent is recorded as received, with equal digest and size."""
     coordinator = ledgers.get(COORDINATOR)
     if coordinator is None:
         return
-    site_of_node = {
-        e["node"]: e["peer"]
-        for e in coordinator.entries
-        if e.get("direction") == "in" and e.get("peer") and "node" in e
-    }
+    site_of_node = node_sites(coordinator)
     undelivered = {
         (e.get("node"), e["undelivered"]) for e in coordinator.entries if e.get("undelivered")
     }
