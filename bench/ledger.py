@@ -32,7 +32,14 @@ from report import write_table
 from flowerbed import records as R
 from flowerbed.audit.ledger import Ledger, canonical, head_message
 from flowerbed.audit.verify import verify_run
-from flowerbed.config import default_sites, load_federation, save_federation
+from flowerbed.config import (
+    PrivacySettings,
+    SiteSettings,
+    default_sites,
+    load_federation,
+    save_federation,
+)
+from flowerbed.deployment.site_folder import SiteConfig, create_site_folder
 from flowerbed.hospital_client import app as client_app_module
 from flowerbed.models import ModelSpec, build_model
 
@@ -100,13 +107,14 @@ def signing_rates(count: int) -> tuple[float, float]:
 def round_times(folder: Path, rounds: int) -> tuple[float, float]:
     """Seconds per site training round through the ClientApp, with and without the mod.
 
-    The site is configured as a deployed one (node config), so its ledger is
+    The site is a deployed one (its own site folder), so its ledger is
     fsynced entry by entry.
     """
-    node_config = {
-        "name": "hospital-01", "country": "DE", "data": "synthetic", "dp": False,
-        "ledger": str(folder / "home" / "ledger.jsonl"),
-    }  # fmt: skip
+    site = SiteConfig(
+        site=SiteSettings(name="hospital-01", country="DE", data="synthetic"),
+        privacy=PrivacySettings(enabled=False),
+    )
+    node_config = {"site": str(create_site_folder(folder / "site", site).site_file)}
     spec = ModelSpec("small-cnn", 2, 1, 2)
     config = ConfigRecord(
         {R.SERVER_ROUND: 1, R.NUM_ROUNDS: rounds, R.LOCAL_EPOCHS: 1, R.BATCH_SIZE: 32,

@@ -19,6 +19,7 @@ from rich.table import Table
 from flowerbed.audit.report import FORMATS, write_reports
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import Federation, default_sites, load_federation
+from flowerbed.deploy_cli import app_commands, coordinator_commands, run_command, site_commands
 from flowerbed.errors import FlowerbedError
 from flowerbed.run_folder import RunFolder
 from flowerbed.simulation import simulate as run_simulation
@@ -93,6 +94,12 @@ def simulate(
         overrides["sites"] = default_sites(sites)
     resolved = load_federation(federation, overrides)
     _run_with_progress(resolved, out)
+
+
+app.add_typer(site_commands, name="site")
+app.add_typer(coordinator_commands, name="coordinator")
+app.add_typer(app_commands, name="app")
+app.command("run")(run_command)
 
 
 audit = typer.Typer(no_args_is_help=True, help="Verify a run's ledgers and report on them.")

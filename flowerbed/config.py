@@ -123,14 +123,18 @@ class SiteSettings(_Section):
     country: str
     data: str | None = None
     epsilon: float | None = Field(None, gt=0, le=1000)
+    supernode_key: str | None = Field(
+        None,
+        description="deployment: the site's keys/supernode.pub, for the coordinator to register",
+    )
 
     @field_validator("country", mode="before")
     @classmethod
     def _iso_country(cls, code: Any) -> str:
-        return _country(code)
+        return country_code(code)
 
 
-def _country(code: Any) -> str:
+def country_code(code: Any) -> str:
     if not isinstance(code, str) or not is_country_code(code.strip().upper()):
         raise ValueError(
             f"{code!r} is not an ISO 3166-1 alpha-2 country code; use two letters such as DE"
@@ -146,7 +150,7 @@ class CoordinatorSettings(_Section):
     @field_validator("country", mode="before")
     @classmethod
     def _iso_country(cls, code: Any) -> Any:
-        return code if code is None else _country(code)
+        return code if code is None else country_code(code)
 
 
 class Federation(BaseSettings):
@@ -173,7 +177,7 @@ class Federation(BaseSettings):
         if not isinstance(policy, dict):
             return policy
         return {
-            _country(sender): [_country(c) for c in receivers]
+            country_code(sender): [country_code(c) for c in receivers]
             if isinstance(receivers, list)
             else receivers
             for sender, receivers in policy.items()
@@ -250,7 +254,7 @@ def load_federation(
     try:
         return Federation(**raw)
     except ValidationError as err:
-        raise ConfigError(_one_line(source, err)) from None
+        raise ConfigError(one_line(source, err)) from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -281,8 +285,9 @@ def _anchor_paths(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     if isinstance(topology, str) and Path(topology).suffix:
         raw["run"]["topology"] = anchored(topology)
     for site in raw.get("sites", []):
-        if isinstance(site, dict) and "data" in site:
-            site["data"] = anchored(site["data"])
+        for field in ("data", "supernode_key"):
+            if isinstance(site, dict) and field in site:
+                site[field] = anchored(site[field])
     return raw
 
 
@@ -292,7 +297,7 @@ def save_federation(federation: Federation, path: Path) -> None:
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
 
 
-def _one_line(source: str, err: ValidationError) -> str:
+def one_line(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = re.sub(r"^Value error, ", "", first["msg"])

@@ -43,6 +43,8 @@ LEDGER_HEAD = "ledger-head"
 SITE_NAME = "name"
 SITE_COUNTRY = "country"
 SITE_PUBLIC_KEY = "x25519-public-key"
+SITE_SAMPLE_SHAPE = "sample-shape"  # identity only: channels and spatial size of one image
+SITE_CLASSES = "classes"  # identity only: how many classes its labels have
 
 # MetricRecord keys: the only metrics a site declares.
 NUM_EXAMPLES = "num-examples"

@@ -77,8 +77,8 @@ class RunFolder:
                 self.latest[row.site, row.split] = row
         self._this_round.extend(rows)
 
-    def site_failed(self, server_round: int, split: str, node_id: int, reason: str) -> None:
-        self.failures.append(f"round {server_round} {split}: node {node_id} failed: {reason}")
+    def site_failed(self, server_round: int, split: str, site: str, reason: str) -> None:
+        self.failures.append(f"round {server_round} {split}: {site} failed: {reason}")
 
     def round_done(self, server_round: int) -> None:
         self.rounds_completed = server_round

@@ -2,7 +2,7 @@
 
 The same ServerApp serves simulation and deployment. It never sees a
 site's data: the model's shape (spatial dims, channels, classes) comes from
-``model_spec_for``, which in simulation reads the shared data's header.
+the sites' answers to the roll call (``strategies.roll_call``).
 """
 
 from __future__ import annotations
@@ -13,30 +13,20 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result
 
 from flowerbed import records as R
 from flowerbed.audit import ResidencyPolicy
 from flowerbed.audit.ledger import Ledger
 from flowerbed.audit.ledgered_grid import LedgeredGrid
 from flowerbed.config import COORDINATOR, Federation, load_federation
-from flowerbed.datasets import site_data
 from flowerbed.errors import ConfigError, RunStopped
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.models import build_model
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies import STRATEGIES
+from flowerbed.strategies.roll_call import Roll, roll_call
 
 ROUND_TIMEOUT_S = 3600.0
-
-
-def model_spec_for(federation: Federation) -> ModelSpec:
-    """The network's shape from the first site's data (all sites must agree)."""
-    data = site_data(federation, federation.sites[0])
-    return ModelSpec(
-        federation.run.model,
-        spatial_dims=len(data.sample_shape) - 1,
-        in_channels=data.sample_shape[0],
-        out_channels=data.num_classes,
-    )
 
 
 def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
@@ -44,7 +34,6 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
 
     Every message goes through the coordinator's ledger (``ledgers/coordinator.jsonl``).
     """
-    run = federation.run
     check_coordinator_residency(federation)
     ledgered = LedgeredGrid(
         grid,
@@ -56,10 +45,25 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
         ),
         federation,
     )
-    spec = model_spec_for(federation)
+    try:
+        roll = roll_call(ledgered, federation, ROUND_TIMEOUT_S)
+        result = _train(ledgered, federation, folder, roll)
+    except RunStopped as stop:
+        folder.save_status(completed=False, reason=str(stop))
+        raise
+    finally:
+        ledgered.close()
+    if len(result.arrays):  # serverless runs have no global model: each site keeps its own
+        folder.save_model(result.arrays.to_torch_state_dict(), roll.spec)
+    folder.save_status(completed=True)
+
+
+def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) -> Result:
+    """The planned rounds with the run's strategy, from one seeded initial model."""
+    run, spec = federation.run, roll.spec
     torch.manual_seed(run.seed)
     initial = ArrayRecord(build_model(spec).state_dict())
-    strategy = STRATEGIES.get(run.strategy)(federation, folder)
+    strategy = STRATEGIES.get(run.strategy)(federation, folder, roll)
     train_config = ConfigRecord(
         {
             R.NUM_ROUNDS: run.rounds,
@@ -74,23 +78,14 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
             R.OUT_CHANNELS: spec.out_channels,
         }
     )
-    try:
-        result = strategy.start(
-            ledgered,
-            initial,
-            num_rounds=run.rounds,
-            timeout=ROUND_TIMEOUT_S,
-            train_config=train_config,
-            evaluate_config=ConfigRecord(dict(train_config)),
-        )
-    except RunStopped as stop:
-        folder.save_status(completed=False, reason=str(stop))
-        raise
-    finally:
-        ledgered.close()
-    if len(result.arrays):  # serverless runs have no global model: each site keeps its own
-        folder.save_model(result.arrays.to_torch_state_dict(), spec)
-    folder.save_status(completed=True)
+    return strategy.start(
+        grid,
+        initial,
+        num_rounds=run.rounds,
+        timeout=ROUND_TIMEOUT_S,
+        train_config=train_config,
+        evaluate_config=ConfigRecord(dict(train_config)),
+    )
 
 
 def check_coordinator_residency(federation: Federation) -> None:

@@ -24,9 +24,9 @@ from flowerbed.datasets import site_data
 from flowerbed.errors import DataError
 from flowerbed.hospital_client.app import make_client_app
 from flowerbed.hospital_client.gossip_site import MODEL_FILE, load_home_model
-from flowerbed.models import build_model, preflight
+from flowerbed.models import ModelSpec, build_model, preflight
 from flowerbed.run_folder import RunFolder
-from flowerbed.server_app import check_coordinator_residency, make_server_app, model_spec_for
+from flowerbed.server_app import check_coordinator_residency, make_server_app
 from flowerbed.strategies import SiteRow
 from flowerbed.strategies.gossip import plan_topology
 
@@ -58,7 +58,13 @@ def check_before_start(federation: Federation) -> None:
                 f"{first.num_classes}; all sites must share one task"
             )
     if federation.privacy.enabled:
-        preflight(build_model(model_spec_for(federation)), first.sample_shape)
+        spec = ModelSpec(
+            federation.run.model,
+            spatial_dims=len(first.sample_shape) - 1,
+            in_channels=first.sample_shape[0],
+            out_channels=first.num_classes,
+        )
+        preflight(build_model(spec), first.sample_shape)
     if federation.run.strategy == "gossip":
         plan_topology(federation)
     check_coordinator_residency(federation)

@@ -9,7 +9,8 @@ import pytest
 from flwr.supercore.task_identity import TaskIdentity
 from in_process_grid import InProcessGrid
 
-from flowerbed.config import load_federation, save_federation
+from flowerbed.config import PrivacySettings, SiteSettings, load_federation, save_federation
+from flowerbed.deployment.site_folder import SiteConfig, SiteFolder, SitePolicy, create_site_folder
 from flowerbed.hospital_client.app import make_client_app
 from flowerbed.run_folder import RunFolder
 from flowerbed.server_app import coordinate
@@ -32,6 +33,16 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture(autouse=True)
 def _flower_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
+
+
+def deployed_site_folder(root: Path, name: str, country: str, **policy) -> SiteFolder:
+    """A real site folder (config and keys) for a hospital on synthetic data, without DP."""
+    config = SiteConfig(
+        site=SiteSettings(name=name, country=country, data="synthetic"),
+        privacy=PrivacySettings(enabled=False),
+        policy=SitePolicy(**policy),
+    )
+    return create_site_folder(root, config)
 
 
 def _set_task_identity(patch: pytest.MonkeyPatch) -> None:

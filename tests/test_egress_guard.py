@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from conftest import deployed_site_folder
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -197,8 +198,9 @@ def test_a_deployed_sites_ledger_is_its_own_file_fsynced_entry_by_entry(tmp_path
     def _train(msg: Message, context: Context) -> Message:
         return Message(honest(msg), reply_to=msg)
 
-    own = tmp_path / "home" / "ledger.jsonl"
-    node_config = {"name": "berlin", "country": "DE", "data": "synthetic", "ledger": str(own)}
+    folder = deployed_site_folder(tmp_path / "berlin", "berlin", "DE")
+    own = folder.ledger_path
+    node_config = {"site": str(folder.site_file)}
     reply = app(instruction(), Context(1, 1, node_config, RecordDict(), {}))
     entries = [json.loads(line) for line in own.read_text().splitlines()]
     assert [e.get("direction") for e in entries] == [None, "in", "out"]  # genesis first

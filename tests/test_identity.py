@@ -1,7 +1,11 @@
+import stat
+
 import pytest
+from conftest import deployed_site_folder
 from flwr.app import Context, RecordDict
 
 from flowerbed.config import load_federation, save_federation
+from flowerbed.deployment.site_folder import SiteFolder
 from flowerbed.errors import ConfigError
 from flowerbed.hospital_client.identity import resolve_site
 
@@ -24,16 +28,48 @@ def test_simulation_with_the_wrong_number_of_nodes_is_refused(tmp_path):
         resolve_site(context({"partition-id": 0, "num-partitions": 3}), str(path))
 
 
-def test_deployment_takes_the_site_and_its_budget_from_node_config():
-    node = {"name": "charite", "country": "de", "data": "synthetic", "epsilon": 3.0, "delta": 1e-6}
-    federation, site = resolve_site(context(node), None)
+def test_deployment_takes_the_site_budget_and_policy_from_its_site_folder(tmp_path):
+    folder = deployed_site_folder(tmp_path / "charite", "charite", "de", send_to=["de", "fr"])
+    federation, site = resolve_site(context({"site": str(folder.site_file)}), None)
     assert (site.name, site.country, site.data) == ("charite", "DE", "synthetic")
-    assert federation.budget_of(site) == 3.0
-    assert federation.privacy.delta == 1e-6
+    assert federation.residency == {"DE": ["DE", "FR"]}
+    assert not federation.privacy.enabled
 
 
-def test_bad_node_config_is_one_line_naming_the_field():
-    with pytest.raises(ConfigError, match=r"^node config: sites\.0\.country: 'XX' is not"):
-        resolve_site(context({"name": "charite", "country": "XX"}), None)
+def test_a_site_folder_is_created_private_with_its_keys_and_never_overwritten(tmp_path):
+    folder = deployed_site_folder(tmp_path / "charite", "charite", "DE")
+    files = [p for p in folder.root.rglob("*") if p.is_file()]
+    assert {p.relative_to(folder.root).as_posix() for p in files} == {
+        "site.toml", "keys/ledger.pem", "keys/sealing.pem", "keys/supernode.pem",
+        "keys/supernode.pub",
+    }  # fmt: skip
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+    assert stat.S_IMODE(folder.keys.stat().st_mode) == 0o700
+    assert folder.supernode_public_key.read_text().startswith("ecdsa-sha2-nistp384 ")
+    reloaded = SiteFolder.load(folder.site_file)
+    assert reloaded.config == folder.config
+    assert reloaded.ledger_key.private_bytes_raw() == folder.ledger_key.private_bytes_raw()
+    with pytest.raises(ConfigError, match="already exists"):
+        deployed_site_folder(tmp_path / "charite", "charite", "DE")
+
+
+def test_bad_site_files_are_one_line_naming_the_field(tmp_path):
+    folder = deployed_site_folder(tmp_path / "site", "charite", "DE")
+    text = folder.site_file.read_text()
+    for broken, message in (
+        (text.replace('"DE"', '"XX"'), r"site\.country: 'XX' is not an ISO"),
+        (
+            text.replace("approved_apps = []", 'approved_apps = ["abc"]'),
+            "policy.approved_apps.+'abc'",
+        ),
+        (text + "[extra]\n", "extra: unknown field"),
+    ):
+        folder.site_file.write_text(broken)
+        with pytest.raises(ConfigError, match=rf"^{folder.site_file}: {message}"):
+            SiteFolder.load(folder.site_file)
+    (folder.keys / "sealing.pem").unlink()
+    folder.site_file.write_text(text)
+    with pytest.raises(ConfigError, match=r"sealing\.pem: key missing"):
+        SiteFolder.load(folder.site_file)
     with pytest.raises(ConfigError, match="node config names no site"):
         resolve_site(context({}), None)

@@ -13,8 +13,11 @@ from flowerbed.privacy import PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies import STRATEGIES
+from flowerbed.strategies.roll_call import Roll
 
 pytestmark = pytest.mark.usefixtures("task_identity")
+
+SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2)
 
 
 def test_account_survives_a_round_trip_through_flower_state():
@@ -39,7 +42,7 @@ def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
 
 def instruction(server_round: int, rounds: int) -> Message:
     torch.manual_seed(0)
-    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    model = build_model(SMALL_CNN)
     config = ConfigRecord(
         {
             R.SERVER_ROUND: server_round,
@@ -94,7 +97,9 @@ def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_p
     federation = load_federation(None, {"privacy": {"epsilon": 1.0}})
     contexts = [site_context() for _ in federation.sites]
     folder = RunFolder.create(tmp_path / "run", federation)
-    strategy = STRATEGIES.get("fedavg")(federation, folder)
+    names = [site.name for site in federation.sites]
+    roll = Roll(names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN)
+    strategy = STRATEGIES.get("fedavg")(federation, folder, roll)
 
     train_round(instruction(1, 1), contexts[0], federation, federation.sites[0])  # spends it all
     mixed = replies_for(federation, contexts, 1)

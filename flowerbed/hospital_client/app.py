@@ -48,8 +48,8 @@ def make_client_app(
 
     @app.query(R.IDENTITY_QUERY)
     def _identity(msg: Message, context: Context) -> Message:
-        _, site = site_of(context)
-        return Message(gossip_site.identity(context, site), reply_to=msg)
+        federation, site = site_of(context)
+        return Message(gossip_site.identity(context, federation, site), reply_to=msg)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

@@ -6,10 +6,10 @@ written to the ledger as a signed head and sent with that head attached. A
 reply the guard refuses is not sent: the refusal is written (signed) and the
 site fails loudly with the reason.
 
-The site's Ed25519 ledger key lives in ``context.state``; its ledger file is
-the node config's ``ledger`` path in deployment (fsynced entry by entry),
-or ``<ledgers>/<site>.jsonl`` in simulation (flushed; see ``Ledger.open``).
-With neither the guard still runs and nothing is written.
+A deployed site's ledger and Ed25519 key are in its site folder (the ledger
+fsynced entry by entry); a simulated site's ledger is
+``<ledgers>/<site>.jsonl`` (flushed; see ``Ledger.open``) and its key lives
+in ``context.state``. With neither the guard still runs and nothing is written.
 """
 
 from __future__ import annotations
@@ -25,19 +25,19 @@ from flowerbed.audit.entries import attach_head, message_fields, sealed_list, se
 from flowerbed.audit.ledger import Ledger
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.hospital_client.egress_guard import EgressRefused, check_inbound, check_outbound
+from flowerbed.hospital_client.identity import deployed_site
 from flowerbed.privacy import PrivacyAccount
 from flowerbed.privacy.accounting import STATE_KEY
 
 KEY_STATE = "ledger-key"
 PRIVATE_KEY = "ed25519-private-key"
-LEDGER_NODE_KEY = "ledger"
 
 SiteOf = Callable[[Context], tuple[Federation, SiteSettings]]
 CallNext = Callable[[Message, Context], Message]
 
 
 def ledger_key(context: Context) -> Ed25519PrivateKey:
-    """This site's Ed25519 ledger key, made on first use and kept in ``context.state``."""
+    """A simulated site's Ed25519 ledger key, made on first use and kept in ``context.state``."""
     record = context.state.get(KEY_STATE)
     if record is not None:
         return Ed25519PrivateKey.from_private_bytes(bytes(record[PRIVATE_KEY]))
@@ -47,13 +47,16 @@ def ledger_key(context: Context) -> Ed25519PrivateKey:
 
 
 def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger | None:
-    """A deployed site's own ledger (node config), durable; or its simulated one."""
-    own = context.node_config.get(LEDGER_NODE_KEY)
-    path = own or (ledgers and Path(ledgers) / f"{site.name}.jsonl")
-    if not path:
+    """A deployed site's own ledger, durable; or its simulated one."""
+    folder = deployed_site(context)
+    if folder is not None:
+        return Ledger.open(
+            folder.ledger_path, site.name, site.country, folder.ledger_key, durable=True
+        )
+    if not ledgers:
         return None
-    key = ledger_key(context)
-    return Ledger.open(Path(str(path)), site.name, site.country, key, durable=bool(own))
+    path = Path(ledgers) / f"{site.name}.jsonl"
+    return Ledger.open(path, site.name, site.country, ledger_key(context), durable=False)
 
 
 def _epsilon(context: Context, federation: Federation) -> float:

@@ -44,7 +44,10 @@ DECLARED_METRICS = frozenset(
         R.REJECTED_PAYLOADS,
     }
 )
-SITE_KEYS = frozenset({R.SITE_NAME, R.SITE_COUNTRY, R.SITE_PUBLIC_KEY})
+SITE_KEYS = frozenset(
+    {R.SITE_NAME, R.SITE_COUNTRY, R.SITE_PUBLIC_KEY, R.SITE_SAMPLE_SHAPE, R.SITE_CLASSES}
+)
+MAX_SAMPLE_DIMS = 4  # channels + up to three spatial dims
 INBOUND = {
     R.CONFIG: ConfigRecord,
     R.ARRAYS: ArrayRecord,
@@ -158,6 +161,14 @@ def _site_problems(record: ConfigRecord, site: SiteSettings) -> Iterator[str]:
             yield f"site record places it in {value!r}, not {site.country}"
         elif key == R.SITE_PUBLIC_KEY and not (isinstance(value, bytes) and len(value) == 32):
             yield "site record's public key is not a 32-byte key"
+        elif key == R.SITE_SAMPLE_SHAPE and not (
+            isinstance(value, list)
+            and 2 <= len(value) <= MAX_SAMPLE_DIMS
+            and all(isinstance(d, int) for d in value)
+        ):
+            yield "site record's sample shape is not a short list of sizes"
+        elif key == R.SITE_CLASSES and not isinstance(value, int):
+            yield "site record's class count is not a number"
 
 
 def _sealed_problems(

@@ -30,6 +30,7 @@ from flwr.common.logger import log
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
+from flowerbed.hospital_client.identity import deployed_site
 from flowerbed.hospital_client.site_round import (
     site_record,
     spec_of,
@@ -42,14 +43,17 @@ from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed
 KEYS_STATE = "gossip-keys"
 MODEL_STATE = "gossip-model"
 PRIVATE_KEY = "x25519-private-key"
-HOME_KEY = "home"
 MODEL_FILE = "model.pt"
 
 State = dict[str, torch.Tensor]
 
 
 def site_keys(context: Context) -> SiteKeys:
-    """This site's X25519 key pair, made on first use and kept in ``context.state``."""
+    """This site's X25519 key pair: a deployed site's own, from its site folder; a
+    simulated site's made on first use and kept in ``context.state``."""
+    folder = deployed_site(context)
+    if folder is not None:
+        return folder.sealing_keys
     record = context.state.get(KEYS_STATE)
     if record is not None:
         return SiteKeys.from_bytes(bytes(record[PRIVATE_KEY]))
@@ -58,17 +62,21 @@ def site_keys(context: Context) -> SiteKeys:
     return keys
 
 
-def identity(context: Context, site: SiteSettings) -> RecordDict:
-    """Name, country and public key: what the relay forwards to this site's neighbours."""
-    return RecordDict({R.SITE: _site_record(site, site_keys(context))})
-
-
-def _site_record(site: SiteSettings, keys: SiteKeys) -> ConfigRecord:
-    return ConfigRecord(
+def identity(context: Context, federation: Federation, site: SiteSettings) -> RecordDict:
+    """The roll-call answer: name, country, public key (what the relay forwards to this
+    site's neighbours) and the kind of images it holds (so one model fits every site)."""
+    data = site_data(federation, site)
+    return RecordDict(
         {
-            R.SITE_NAME: site.name,
-            R.SITE_COUNTRY: site.country,
-            R.SITE_PUBLIC_KEY: keys.public_bytes(),
+            R.SITE: ConfigRecord(
+                {
+                    R.SITE_NAME: site.name,
+                    R.SITE_COUNTRY: site.country,
+                    R.SITE_PUBLIC_KEY: site_keys(context).public_bytes(),
+                    R.SITE_SAMPLE_SHAPE: [int(d) for d in data.sample_shape],
+                    R.SITE_CLASSES: int(data.num_classes),
+                }
+            )
         }
     )
 
@@ -203,7 +211,8 @@ def _save_home(
     context: Context, homes: str | None, name: str, state: State, spec: ModelSpec
 ) -> None:
     """Keep the site's current model at home, where the site (not the relay) can use it."""
-    home = context.node_config.get(HOME_KEY) or (homes and str(Path(homes) / name))
+    folder = deployed_site(context)
+    home = folder.home if folder is not None else homes and Path(homes) / name
     if not home:
         return
     path = Path(str(home))

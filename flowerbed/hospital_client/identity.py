@@ -1,9 +1,9 @@
 """Which hospital this ClientApp is, in simulation or in deployment.
 
-* Deployment: the SuperNode was started with the site's own node config
-  (``name``, ``country``, ``data``, optional ``epsilon``, ``delta``,
-  ``max-grad-norm``, ``dp``); the site is a federation of one, as far as it
-  knows, and its privacy settings are its own.
+* Deployment: the SuperNode's node config names the site's own config file
+  (``site="SITE_DIR/site.toml"``, written by ``flowerbed site init``); the
+  site is a federation of one, as far as it knows, and its privacy budget,
+  residency policy and keys are its own (``flowerbed.deployment.site_folder``).
 * Simulation: Flower gives each virtual SuperNode only ``partition-id`` and
   ``num-partitions``; the federation file lists the sites in the same order.
 
@@ -19,17 +19,12 @@ from pathlib import Path
 from flwr.app import Context
 
 from flowerbed.config import Federation, SiteSettings, load_federation
+from flowerbed.deployment.site_folder import SiteFolder
 from flowerbed.errors import ConfigError
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
-SITE_KEYS = ("name", "country", "data", "epsilon")
-PRIVACY_KEYS = {
-    "dp": "enabled",
-    "epsilon": "epsilon",
-    "delta": "delta",
-    "max-grad-norm": "max_grad_norm",
-}
+SITE_NODE_KEY = "site"
 
 
 @lru_cache(maxsize=2)
@@ -38,25 +33,26 @@ def _federation(path: str) -> Federation:
 
 
 @lru_cache(maxsize=2)
-def _site_from_node_config(items: tuple[tuple[str, object], ...]) -> Federation:
-    config = dict(items)
-    site = {key: config[key] for key in SITE_KEYS if key in config}
-    privacy = {field: config[key] for key, field in PRIVACY_KEYS.items() if key in config}
-    try:
-        return load_federation(None, {"sites": [site], "privacy": privacy})
-    except ConfigError as err:
-        raise ConfigError(f"node config: {str(err).split(': ', 1)[1]}") from None
+def _site_folder(path: str) -> SiteFolder:
+    return SiteFolder.load(Path(path))
+
+
+def deployed_site(context: Context) -> SiteFolder | None:
+    """The site folder a deployed SuperNode's node config names; None in simulation."""
+    path = context.node_config.get(SITE_NODE_KEY)
+    return None if path is None else _site_folder(str(path))
 
 
 def resolve_site(context: Context, federation_file: str | None) -> tuple[Federation, SiteSettings]:
     """The federation this node sees and its own site; ``ConfigError`` if they do not line up."""
-    if "name" in context.node_config:
-        federation = _site_from_node_config(tuple(sorted(context.node_config.items())))
+    folder = deployed_site(context)
+    if folder is not None:
+        federation = folder.federation
         return federation, federation.sites[0]
     if PARTITION_ID not in context.node_config or federation_file is None:
         raise ConfigError(
-            "node config names no site; start the SuperNode with --node-config "
-            "\"name='...' country='..' data='...'\""
+            "node config names no site; start the SuperNode with `flowerbed site launch "
+            'SITE_DIR/site.toml` (node config site="SITE_DIR/site.toml")'
         )
     federation = _federation(federation_file)
     index = int(context.node_config[PARTITION_ID])

@@ -7,6 +7,7 @@ from flwr.serverapp.strategy import FedAvg
 from flowerbed.config import Federation
 from flowerbed.strategies.observer import RoundObserver
 from flowerbed.strategies.registry import STRATEGIES, every_site
+from flowerbed.strategies.roll_call import Roll
 from flowerbed.strategies.site_aware import SiteAware
 
 
@@ -15,7 +16,7 @@ class SiteAwareFedAvg(SiteAware, FedAvg):
 
 
 @STRATEGIES.register("fedavg")
-def fedavg(federation: Federation, observer: RoundObserver) -> SiteAwareFedAvg:
+def fedavg(federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAwareFedAvg:
     strategy = SiteAwareFedAvg(**every_site(len(federation.sites)))
-    strategy.observer = observer
+    strategy.observer, strategy.roll = observer, roll
     return strategy

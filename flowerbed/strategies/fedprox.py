@@ -11,6 +11,7 @@ from flwr.serverapp.strategy import FedProx
 from flowerbed.config import Federation
 from flowerbed.strategies.observer import RoundObserver
 from flowerbed.strategies.registry import STRATEGIES, every_site
+from flowerbed.strategies.roll_call import Roll
 from flowerbed.strategies.site_aware import SiteAware
 
 
@@ -19,9 +20,9 @@ class SiteAwareFedProx(SiteAware, FedProx):
 
 
 @STRATEGIES.register("fedprox")
-def fedprox(federation: Federation, observer: RoundObserver) -> SiteAwareFedProx:
+def fedprox(federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAwareFedProx:
     strategy = SiteAwareFedProx(
         **every_site(len(federation.sites)), proximal_mu=federation.run.proximal_mu
     )
-    strategy.observer = observer
+    strategy.observer, strategy.roll = observer, roll
     return strategy

@@ -11,15 +11,14 @@ takes 2N: one to train, one to evaluate). The relay moves
 bytes it cannot open and never holds a model, so the run has no global
 model: each site keeps its own, at home.
 
-Before round 1 the relay asks every site for its identity (name, country,
-X25519 public key), checks it against the federation, and plans the
-topology under the residency policy: forbidden edges are dropped and a
-graph left disconnected stops the run before it starts.
+The relay takes the sites' node ids and X25519 public keys from the roll
+call (``roll_call``) and plans the topology under the residency policy:
+forbidden edges are dropped and a graph left disconnected stops the run
+before it starts.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from logging import INFO
 
@@ -34,6 +33,7 @@ from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.registry import STRATEGIES
+from flowerbed.strategies.roll_call import Roll
 from flowerbed.strategies.topology import Topology, build_topology
 
 CONNECT_POLL_S = 1.0
@@ -65,11 +65,12 @@ def plan_topology(federation: Federation) -> Topology:
 class GossipRelay:
     """Schedules gossip rounds and relays sealed payloads; holds no model."""
 
-    def __init__(self, federation: Federation, observer: RoundObserver) -> None:
+    def __init__(self, federation: Federation, observer: RoundObserver, roll: Roll) -> None:
         self.federation = federation
         self.observer = observer
+        self.roll = roll
         self.topology = plan_topology(federation)
-        self.names = [site.name for site in federation.sites]
+        self.names = roll.names
 
     def start(
         self,
@@ -82,7 +83,7 @@ class GossipRelay:
     ) -> Result:
         """Run ``num_rounds`` of gossip. ``initial_arrays`` is unused: sites seed their own
         models; ``evaluate_config`` too: each site evaluates in its train reply."""
-        nodes, keys = self._identify(grid, timeout)
+        nodes, keys = self.roll.node_ids, self.roll.public_keys
         log(
             INFO,
             "gossip on %s: %d sites, spectral gap %.3f",
@@ -114,44 +115,6 @@ class GossipRelay:
                 for receiver, row in weights.items()
             }
         return Result()
-
-    def _identify(self, grid: Grid, timeout: float) -> tuple[list[int], list[bytes]]:
-        """Node ids and public keys in federation order, from each site's own answer."""
-        deadline = time.monotonic() + timeout
-        while len(node_ids := list(grid.get_node_ids())) < len(self.names):
-            if time.monotonic() > deadline:
-                raise RunStopped(
-                    f"only {len(node_ids)} of {len(self.names)} sites connected in time"
-                )
-            time.sleep(CONNECT_POLL_S)
-        queries = [
-            grid.create_message(RecordDict(), f"query.{R.IDENTITY_QUERY}", node, "identity")
-            for node in node_ids
-        ]
-        nodes: dict[str, int] = {}
-        keys: dict[str, bytes] = {}
-        for reply in grid.send_and_receive(queries, timeout=timeout):
-            if reply.has_error():
-                raise RunStopped(f"a site failed to identify itself: {reply.error.reason}")
-            site = reply.content[R.SITE]
-            name = str(site[R.SITE_NAME])
-            self._check_identity(name, str(site[R.SITE_COUNTRY]))
-            nodes[name] = reply.metadata.src_node_id
-            keys[name] = bytes(site[R.SITE_PUBLIC_KEY])
-        missing = [name for name in self.names if name not in nodes]
-        if missing:
-            raise RunStopped(f"sites {', '.join(missing)} did not answer; start their SuperNodes")
-        return [nodes[n] for n in self.names], [keys[n] for n in self.names]
-
-    def _check_identity(self, name: str, country: str) -> None:
-        expected = {site.name: site.country for site in self.federation.sites}
-        if name not in expected:
-            raise RunStopped(f"a node calls itself {name!r}, which the federation does not list")
-        if country != expected[name]:
-            raise RunStopped(
-                f"site {name} says it is in {country} but the federation places it in "
-                f"{expected[name]}; the residency plan would not hold, fix one of them"
-            )
 
     def _instruction(
         self,
@@ -197,8 +160,9 @@ class GossipRelay:
         for reply in replies:
             if reply.has_error():
                 self.observer.site_failed(
-                    server_round, "train", reply.metadata.src_node_id, reply.error.reason
-                )
+                    server_round, "train", self.roll.name_of(reply.metadata.src_node_id),
+                    reply.error.reason,
+                )  # fmt: skip
                 continue
             site = position[reply.metadata.src_node_id]
             if R.TEST_METRICS in reply.content:
@@ -211,7 +175,7 @@ class GossipRelay:
             blobs = reply.content[R.SEALED]
             if {self.names[r] for r in expected} != set(blobs.keys()):
                 self.observer.site_failed(
-                    server_round, "train", reply.metadata.src_node_id, "sealed for other sites"
+                    server_round, "train", self.names[site], "sealed for other sites"
                 )
                 continue
             answered.add(site)
@@ -233,5 +197,5 @@ class GossipRelay:
 
 
 @STRATEGIES.register("gossip")
-def gossip(federation: Federation, observer: RoundObserver) -> GossipRelay:
-    return GossipRelay(federation, observer)
+def gossip(federation: Federation, observer: RoundObserver, roll: Roll) -> GossipRelay:
+    return GossipRelay(federation, observer, roll)

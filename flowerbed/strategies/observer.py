@@ -70,7 +70,7 @@ class RoundObserver(Protocol):
     def site_rows(self, rows: list[SiteRow]) -> None:
         """Rows of one round and split, as soon as the replies are in."""
 
-    def site_failed(self, server_round: int, split: str, node_id: int, reason: str) -> None:
+    def site_failed(self, server_round: int, split: str, site: str, reason: str) -> None:
         """A site answered with an error (crashed, timed out)."""
 
     def round_done(self, server_round: int) -> None:

@@ -1,4 +1,4 @@
-"""The strategy registry: a name -> factory(federation, observer).
+"""The strategy registry: a name -> factory(federation, observer, roll).
 
 Each factory returns an object with Flower's ``Strategy.start`` signature;
 server-side ones are Flower strategies, the gossip relay mimics the call.

@@ -16,12 +16,14 @@ from flwr.common.logger import log
 
 from flowerbed.errors import RunStopped
 from flowerbed.strategies.observer import RoundObserver, SiteRow
+from flowerbed.strategies.roll_call import Roll
 
 
 class SiteAware:
-    """Mixin for a Flower strategy; set ``observer`` before ``start``."""
+    """Mixin for a Flower strategy; set ``observer`` and ``roll`` before ``start``."""
 
     observer: RoundObserver
+    roll: Roll
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -61,8 +63,9 @@ class SiteAware:
         for reply in replies:
             if reply.has_error():
                 self.observer.site_failed(
-                    server_round, split, reply.metadata.src_node_id, reply.error.reason
-                )
+                    server_round, split, self.roll.name_of(reply.metadata.src_node_id),
+                    reply.error.reason,
+                )  # fmt: skip
             else:
                 answered.append(reply)
         rows = [SiteRow.from_reply(server_round, split, reply) for reply in answered]

@@ -1,0 +1,1 @@
+"""A real federation: a hospital site folder, its SuperNode, the coordinator SuperLink."""

@@ -1,0 +1,93 @@
+"""``flowerbed run``: submit the training run to a deployed federation and follow it to the end.
+
+Run on the coordinator's machine: the ServerApp that the SuperLink starts
+reads the federation file and writes the run folder there. Submission is
+Flower's (``flwr run`` of the app bundle, see ``app_bundle``); following is
+by the run folder's ``metrics.csv`` for per-round progress and Flower's run
+status for the outcome, so a run that fails after it was accepted still
+ends in a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from flowerbed.config import load_federation
+from flowerbed.deployment.app_bundle import app_hash, write_app
+from flowerbed.deployment.flwr_cli import FlwrCli
+from flowerbed.deployment.network import check_certificate, check_reachable, parse_address
+from flowerbed.errors import FlowerbedError
+from flowerbed.run_folder import METRICS_FILE, STATUS_FILE
+
+POLL_S = 2.0
+FINISHED = "finished:"
+COMPLETED = "finished:completed"
+
+RoundLine = Callable[[int, float], None]  # (round, mean test AUC)
+
+
+def submit_run(
+    federation_file: Path,
+    superlink: str,
+    root_certificates: Path | None,
+    out: Path,
+    on_submitted: Callable[[int, str], None],
+    on_round: RoundLine,
+) -> None:
+    """Submit, follow, and raise ``FlowerbedError`` unless the run completed every round."""
+    federation_file = Path(federation_file).resolve()
+    load_federation(federation_file)  # a bad file fails here, not inside the ServerApp
+    out = Path(out).resolve()
+    if (out / METRICS_FILE).exists():
+        raise FlowerbedError(f"{out} already holds a run; pass a new --out or remove it")
+    host, port = parse_address(superlink, "--superlink")
+    if root_certificates is not None:
+        check_certificate(root_certificates, "--root-certificates")
+    check_reachable(host, port, root_certificates)
+    with tempfile.TemporaryDirectory(prefix="flowerbed-run-") as scratch:
+        flwr = FlwrCli(Path(scratch) / "flwr-home", superlink, root_certificates)
+        app = write_app(Path(scratch) / "app")
+        run_id = flwr.submit(app, {"federation": str(federation_file), "out": str(out)})
+        on_submitted(run_id, app_hash())
+        status, details = _follow(flwr, run_id, out, on_round)
+    if status != COMPLETED:
+        raise FlowerbedError(f"run {run_id} {status.removeprefix(FINISHED)}: {details}")
+    outcome = json.loads((out / STATUS_FILE).read_text()) if (out / STATUS_FILE).exists() else {}
+    if outcome.get("status") != "completed":
+        raise FlowerbedError(
+            f"run {run_id} stopped early: {outcome.get('reason', 'no status.json written')}"
+        )
+
+
+def _follow(flwr: FlwrCli, run_id: int, out: Path, on_round: RoundLine) -> tuple[str, str]:
+    """Report each round as its test scores arrive; Flower's final status and its details."""
+    reported = 0
+    while True:
+        status, details = flwr.status(run_id)
+        finished = status.startswith(FINISHED)
+        rounds = _test_auc_by_round(out / METRICS_FILE)
+        done = sorted(r for r in rounds if r > reported and (finished or r < max(rounds)))
+        for server_round in done:
+            on_round(server_round, rounds[server_round])
+            reported = server_round
+        if finished:
+            return status, details
+        time.sleep(POLL_S)
+
+
+def _test_auc_by_round(metrics: Path) -> dict[int, float]:
+    """Mean test AUC per round from the run folder written so far."""
+    if not metrics.exists():
+        return {}
+    aucs: dict[int, list[float]] = defaultdict(list)
+    with open(metrics, newline="") as rows:
+        for row in csv.DictReader(rows):
+            if row["split"] == "test" and row["auc"] not in ("", "nan"):
+                aucs[int(row["round"])].append(float(row["auc"]))
+    return {r: sum(v) / len(v) for r, v in aucs.items()}
