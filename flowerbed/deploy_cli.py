@@ -105,8 +105,6 @@ def site_launch(
         raise ConfigError(
             "pass --root-certificates ca.pem (TLS, the default) or --insecure, not both or neither"
         )
-    if insecure:
-        console.print("[yellow]warning:[/] --insecure: model updates travel unencrypted")
     launch_site(site_file, superlink, root_certificates, port)
 
 

@@ -87,9 +87,21 @@ def verify_run(run_dir: Path) -> Verdict:
     policy = ResidencyPolicy(federation.residency)
     for ledger in ledgers.values():
         _check_budget_and_policy(ledger, federation, policy, problems)
-    _check_anchors(ledgers, problems)
-    _check_transfers(ledgers, problems)
+    runs = _runs_of(ledgers.get(COORDINATOR))
+    _check_anchors(ledgers, runs, problems)
+    _check_transfers(ledgers, runs, problems)
     return Verdict(federation, ledgers, problems)
+
+
+def _runs_of(coordinator: PartyLedger | None) -> set[int] | None:
+    """The Flower run ids this run folder covers (a deployed site's ledger spans many runs)."""
+    if coordinator is None:
+        return None
+    return {e["run"] for e in coordinator.entries if "run" in e}
+
+
+def _in_runs(entry: dict, runs: set[int] | None) -> bool:
+    return runs is None or entry.get("run") in runs
 
 
 def _check_chain(path: Path, federation: Federation, problems: list[Problem]) -> PartyLedger:
@@ -185,12 +197,14 @@ def _check_budget_and_policy(
                 )
 
 
-def _check_anchors(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
-    """Every head a receiver recorded must be in the sender's ledger, signed by the sender."""
+def _check_anchors(
+    ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+) -> None:
+    """Every head a receiver recorded in this run must be in the sender's ledger, signed by it."""
     for receiver in ledgers.values():
         for entry in receiver.entries:
             raw = entry.get("peer_head")
-            if not raw:
+            if not raw or not _in_runs(entry, runs):
                 continue
             head = SignedHead.from_dict(raw)
             sender = ledgers.get(head.party)
@@ -219,8 +233,10 @@ def node_sites(coordinator: PartyLedger) -> dict[int, str]:
     }
 
 
-def _check_transfers(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
-    """Each message recorded as sent is recorded as received, with equal digest and size."""
+def _check_transfers(
+    ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+) -> None:
+    """Each message of this run recorded as sent is recorded as received, digest and size equal."""
     coordinator = ledgers.get(COORDINATOR)
     if coordinator is None:
         return
@@ -232,6 +248,8 @@ def _check_transfers(ledgers: dict[str, PartyLedger], problems: list[Problem]) -
     for ledger in ledgers.values():
         for entry in ledger.entries:
             if entry.get("direction") not in ("in", "out") or "sha256" not in entry:
+                continue
+            if not _in_runs(entry, runs):
                 continue
             peer = entry.get("peer") or site_of_node.get(entry.get("node"))
             if peer is None or (entry.get("node"), entry["sha256"]) in undelivered:

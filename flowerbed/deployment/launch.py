@@ -88,6 +88,8 @@ def launch_site(site_file: Path, superlink: str, root_certificates: Path | None,
     check_reachable(host, link_port, root_certificates)
     if not folder.config.policy.approved_apps:
         log(WARNING, "site.toml approves no app yet: every run will be refused")
+    if root_certificates is None:
+        log(WARNING, "--insecure: no TLS, model updates travel unencrypted")
     print(f"site {folder.config.site.name}: {summary}; joining {superlink}", flush=True)
     use_installed_tools()
     require_approval(folder)
@@ -103,6 +105,26 @@ def launch_site(site_file: Path, superlink: str, root_certificates: Path | None,
                 f"activate SuperNode', the coordinator has not registered "
                 f"{folder.supernode_public_key}: send it to them"
             ) from None
+    finally:
+        stop_child_processes()
+
+
+def stop_child_processes() -> None:
+    """SIGTERM every process this one started.
+
+    The SuperNode starts Flower's SuperExec, which keeps retrying its
+    connection after a SuperNode that failed to join is gone (and holds the
+    terminal's output open). Linux's ``/proc`` names the children; elsewhere
+    this does nothing.
+    """
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == me:
+                os.kill(int(stat.parent.name), signal.SIGTERM)
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
 
 
 def site_keys_to_register(federation: Federation) -> dict[str, Path]:

@@ -3,9 +3,11 @@
 Every strategy starts from it. The coordinator asks each connected node for
 its identity (name, country, X25519 public key, and the shape and classes
 of its images: metadata, never data) and checks it against the federation
-before a single model leaves the coordinator: an unlisted node, a site in
-another country than the federation places it, or sites whose data do not
-fit one model stop the run with the reason. The model's shape comes from
+before a single model leaves the coordinator: a listed site that does not
+answer (or refuses the app), a site in another country than the federation
+places it, or sites whose data do not fit one model stop the run with the
+reason. A node the federation does not list (one SuperLink may serve
+several federations) is left out and sent nothing more. The model's shape comes from
 the sites' answers, so a coordinator never needs to read anyone's data.
 """
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from logging import INFO
 
 from flwr.app import RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
@@ -52,12 +56,15 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         for node in node_ids
     ]
     answers: dict[str, tuple[int, bytes, tuple[int, ...], int]] = {}
+    refusals: list[str] = []
     for reply in grid.send_and_receive(queries, timeout=timeout):
         if reply.has_error():
-            raise RunStopped(f"a site failed to identify itself: {reply.error.reason}")
+            refusals.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            continue
         site = reply.content[R.SITE]
         name = str(site[R.SITE_NAME])
-        _check_identity(federation, name, str(site[R.SITE_COUNTRY]))
+        if not _listed(federation, name, str(site[R.SITE_COUNTRY])):
+            continue  # another federation's site on the same SuperLink: it gets nothing
         answers[name] = (
             reply.metadata.src_node_id,
             bytes(site[R.SITE_PUBLIC_KEY]),
@@ -66,7 +73,11 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         )
     missing = [name for name in names if name not in answers]
     if missing:
-        raise RunStopped(f"sites {', '.join(missing)} did not answer; start their SuperNodes")
+        said = f" (errors: {'; '.join(refusals)})" if refusals else ""
+        raise RunStopped(
+            f"sites {', '.join(missing)} did not answer the roll call{said}; start their "
+            "SuperNodes, and check that they approved this app"
+        )
     return Roll(
         names,
         [answers[n][0] for n in names],
@@ -75,15 +86,18 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
     )
 
 
-def _check_identity(federation: Federation, name: str, country: str) -> None:
-    expected = federation.country_of(name)
-    if expected is None or name not in {site.name for site in federation.sites}:
-        raise RunStopped(f"a node calls itself {name!r}, which the federation does not list")
-    if country != expected:
+def _listed(federation: Federation, name: str, country: str) -> bool:
+    """Whether the federation lists this site; ``RunStopped`` if it places it elsewhere."""
+    expected = {site.name: site.country for site in federation.sites}
+    if name not in expected:
+        log(INFO, "node %r is not in this federation; it takes no part", name)
+        return False
+    if country != expected[name]:
         raise RunStopped(
             f"site {name} says it is in {country} but the federation places it in "
-            f"{expected}; the residency plan would not hold, fix one of them"
+            f"{expected[name]}; the residency plan would not hold, fix one of them"
         )
+    return True
 
 
 def _common_spec(model: str, data: dict[str, tuple[tuple[int, ...], int]]) -> ModelSpec:
