@@ -7,19 +7,16 @@ group and stopped by it, even when a test fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import deployed_site_folder
+from loopback import Processes, free_port, wait_for
 
 from flowerbed.audit.verify import verify_run
 from flowerbed.deployment.app_bundle import app_hash
@@ -30,54 +27,6 @@ pytestmark = pytest.mark.slow
 FLOWERBED = str(Path(sys.executable).parent / "flowerbed")
 SITES = {"berlin": "DE", "paris": "FR", "lyon": "FR"}
 UNAPPROVING = ("nantes", "FR")  # registered, but its operator approved no app
-START_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Processes:
-    """Started commands, each in its own process group; ``stop_all`` ends every group."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.started: list[subprocess.Popen] = []
-
-    def start(self, name: str, *arguments: str, home: Path) -> tuple[subprocess.Popen, Path]:
-        log = self.logs / f"{name}.log"
-        env = {**os.environ, "FLWR_HOME": str(home)}
-        with open(log, "w") as out:
-            process = subprocess.Popen(
-                [FLOWERBED, *arguments], stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, env=env,
-            )  # fmt: skip
-        self.started.append(process)
-        return process, log
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            _signal_group(process, signal.SIGKILL)
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-
-
-def wait_for(log: Path, text: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while text not in log.read_text():
-        assert process.poll() is None, f"{log.name} exited:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{log.name} never said {text!r}"
-        time.sleep(0.5)
 
 
 def write_federation(path: Path, sites: dict[str, str], folders: Path, strategy: str) -> Path:
@@ -107,14 +56,14 @@ def federation(tmp_path_factory):
     processes = Processes(root)
     try:
         coordinator, log = processes.start(
-            "coordinator", "coordinator", "launch", str(registered),
+            "coordinator", FLOWERBED, "coordinator", "launch", str(registered),
             "--certificates", str(certificates.folder), "--address", address,
             "--state", str(root / "state"), home=root / "flwr-coordinator",
         )  # fmt: skip
         wait_for(log, "SuperLink up", coordinator)
         for name in everyone:
             processes.start(
-                name, "site", "launch", str(folders / name / "site.toml"),
+                name, FLOWERBED, "site", "launch", str(folders / name / "site.toml"),
                 "--superlink", address, "--root-certificates", str(certificates.ca),
                 "--port", str(free_port()), home=root / f"flwr-{name}",
             )  # fmt: skip

@@ -13,6 +13,7 @@ import sys
 import pytest
 from conftest import deployed_site_folder
 from flwr.cli.build import build_fab_from_disk
+from loopback import free_port
 
 from flowerbed.cli import main
 from flowerbed.deployment.app_bundle import app_hash, write_app
@@ -63,12 +64,6 @@ def listening_port():
         server.bind(("127.0.0.1", 0))
         server.listen()
         yield server.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_bad_input_is_one_line_and_nothing_starts(tmp_path, monkeypatch, capsys, listening_port):
