@@ -68,7 +68,7 @@ def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple
     account = PrivacyAccount()
     for epoch in range(epochs):
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)
-    scores = evaluate(model, test_set, 2, calibration=train_set)
+    scores, _ = evaluate(model, test_set, 2, calibration=train_set)
     return scores.auc, scores.accuracy
 
 

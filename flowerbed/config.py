@@ -8,6 +8,7 @@ One TOML file describes a federation for simulation::
     [coordinator]  country of the SuperLink + ServerApp (default: the first site's)
     [residency]    country = [countries that may receive its sites' model updates]
     [[sites]]      name, country (ISO 3166-1 alpha-2), optional own data and budget
+    [faults.NAME]  simulation only: a hostile or failing site (kind, rounds, factor)
 
 Values are validated here, at the edge: a bad one raises ``ConfigError`` naming
 the file, the field and the fix, before anything starts. Code past this point
@@ -62,6 +63,13 @@ class RunSettings(_Section):
         None, gt=0, le=10, description="default: 0.02 for SGD, 0.001 for Adam"
     )
     proximal_mu: float = Field(0.01, ge=0)
+    assumed_hostile: int = Field(
+        1, ge=0, description="krum, multi-krum: hostile sites to guard against"
+    )
+    trim_fraction: float = Field(
+        0.2, ge=0, lt=0.5, description="trimmed-mean: share cut from each end"
+    )
+    mixing: str = Field("average", description="gossip: average | clipped (robust)")
     topology: str = Field("exponential", description="gossip graph: a name or an edge-list file")
     degree: int = Field(3, ge=1, description="neighbours per site in random-regular")
 
@@ -78,6 +86,13 @@ class RunSettings(_Section):
         from flowerbed.models import MODELS
 
         return MODELS.check(name)
+
+    @field_validator("mixing")
+    @classmethod
+    def _known_mixing(cls, name: str) -> str:
+        from flowerbed.hospital_client.mixing import MIXING
+
+        return MIXING.check(name)
 
     @field_validator("topology")
     @classmethod
@@ -153,6 +168,27 @@ class CoordinatorSettings(_Section):
         return code if code is None else country_code(code)
 
 
+class FaultSettings(_Section):
+    """A hostile or failing site, for simulation only: to test and measure defences.
+
+    A real deployment has no such setting: a site's own ``site.toml`` cannot
+    name one, and the coordinator's federation file does not reach the sites.
+    """
+
+    kind: str = Field(
+        description="label-flip | sign-flip | scale | free-ride | noise | drop | crash"
+    )
+    rounds: list[int] | None = Field(None, description="rounds it acts in; default: every one")
+    factor: float = Field(10.0, gt=0, description="sign-flip, scale: how far the update goes")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_fault(cls, name: str) -> str:
+        from flowerbed.hospital_client.faults import FAULTS
+
+        return FAULTS.check(name)
+
+
 class Federation(BaseSettings):
     """A whole federation: run, shared data, privacy defaults and the site list."""
 
@@ -170,6 +206,9 @@ class Federation(BaseSettings):
         "(a country not listed may send anywhere)",
     )
     sites: list[SiteSettings] = Field(min_length=1)
+    faults: dict[str, FaultSettings] = Field(
+        default_factory=dict, description="simulation only: site name -> its fault"
+    )
 
     @field_validator("residency", mode="before")
     @classmethod
@@ -202,6 +241,14 @@ class Federation(BaseSettings):
                     "give each site its own"
                 )
             seen.add(site.name)
+        return self
+
+    @model_validator(mode="after")
+    def _faults_name_sites(self) -> Federation:
+        names = {site.name for site in self.sites}
+        for name in self.faults:
+            if name not in names:
+                raise ValueError(f"faults.{name}: no site is called {name!r}; name a listed site")
         return self
 
     @property

@@ -30,6 +30,7 @@ BATCH_SIZE = "batch-size"
 LEARNING_RATE = "learning-rate"
 OPTIMIZER = "optimizer"
 PROXIMAL_MU = "proximal-mu"
+MIXING = "mixing"
 SEED = "seed"
 MODEL = "model"
 SPATIAL_DIMS = "spatial-dims"
@@ -56,6 +57,7 @@ EPSILON_BUDGET = "epsilon-budget"
 BUDGET_EXHAUSTED = "budget-exhausted"
 DISAGREEMENT = "disagreement"  # gossip: mean squared parameter distance to neighbours
 REJECTED_PAYLOADS = "rejected-payloads"  # gossip: payloads that failed to open
+MEMBERSHIP_AUC = "membership-auc"  # loss-threshold attack on the site's model, own data
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"

@@ -71,6 +71,7 @@ def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) ->
             R.BATCH_SIZE: run.batch_size,
             R.LEARNING_RATE: run.learning_rate,
             R.OPTIMIZER: run.optimizer,
+            R.MIXING: run.mixing,
             R.SEED: run.seed,
             R.MODEL: spec.name,
             R.SPATIAL_DIMS: spec.spatial_dims,

@@ -16,7 +16,7 @@ from in_process_grid import RUN_ID, InProcessGrid
 from flowerbed import records as R
 from flowerbed.config import load_federation, save_federation
 from flowerbed.errors import ConfigError
-from flowerbed.hospital_client import gossip_site
+from flowerbed.hospital_client import gossip_site, site_round
 from flowerbed.hospital_client.app import make_client_app
 from flowerbed.hospital_client.gossip_site import KEYS_STATE, PRIVATE_KEY, load_home_model
 from flowerbed.models import ModelSpec, build_model
@@ -47,7 +47,7 @@ def no_training(monkeypatch):
         record = context.state.get(gossip_site.MODEL_STATE)
         return record.to_torch_state_dict() if record else initial_state(context.node_id)
 
-    monkeypatch.setattr(gossip_site, "train_locally", skip_training)
+    monkeypatch.setattr(site_round, "train_locally", skip_training)
     monkeypatch.setattr(gossip_site, "_own_state", distinct_start)
 
 

@@ -14,11 +14,12 @@ in ``context.state``. With neither the guard still runs and nothing is written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from flowerbed import records as R
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
@@ -64,6 +65,15 @@ def _epsilon(context: Context, federation: Federation) -> float:
     return account.epsilon(federation.privacy.delta)
 
 
+def _membership(content: RecordDict) -> dict[str, float]:
+    """The membership-attack AUC a reply declares, for the ledger (and so the report)."""
+    for metrics in content.metric_records.values():
+        value = metrics.get(R.MEMBERSHIP_AUC)
+        if value is not None and not math.isnan(float(value)):
+            return {"membership_auc": float(value)}
+    return {}
+
+
 def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
     """The mod for ``ClientApp(mods=[...])``; ``site_of`` resolves the site from the context."""
 
@@ -107,6 +117,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
         entry = record(
             reply.content, "out", True,
             sealed_for=sealed_list(reply.content.config_records.get(R.SEALED), countries),
+            **_membership(reply.content),
         )  # fmt: skip
         if entry is not None:
             attach_head(reply.content, ledger, entry)

@@ -41,6 +41,7 @@ DECLARED_METRICS = frozenset(
         R.EPSILON_BUDGET,
         R.BUDGET_EXHAUSTED,
         R.DISAGREEMENT,
+        R.MEMBERSHIP_AUC,
         R.REJECTED_PAYLOADS,
     }
 )

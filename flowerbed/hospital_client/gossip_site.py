@@ -30,12 +30,14 @@ from flwr.common.logger import log
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
+from flowerbed.hospital_client.faults import behave
 from flowerbed.hospital_client.identity import deployed_site
+from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.site_round import (
     site_record,
+    site_turn,
     spec_of,
     test_metrics,
-    train_locally,
 )
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed, seal
@@ -44,6 +46,7 @@ KEYS_STATE = "gossip-keys"
 MODEL_STATE = "gossip-model"
 PRIVATE_KEY = "x25519-private-key"
 MODEL_FILE = "model.pt"
+DEFAULT_MIXING = "average"
 
 State = dict[str, torch.Tensor]
 
@@ -100,31 +103,6 @@ def state_from_bytes(raw: bytes, like: State) -> State:
     return state
 
 
-def mix(own: State, neighbours: dict[str, tuple[float, State]]) -> tuple[State, float]:
-    """``own`` mixed with weighted neighbours; also the mean squared distance to them.
-
-    Non-float entries (counters) stay the site's own. The distance is per
-    parameter, averaged over neighbours, measured before mixing.
-    """
-    keep = 1.0 - sum(weight for weight, _ in neighbours.values())
-    mixed, distances = {}, []
-    for name, tensor in own.items():
-        if not tensor.is_floating_point():
-            mixed[name] = tensor.clone()
-            continue
-        total = keep * tensor
-        for weight, state in neighbours.values():
-            total = total + weight * state[name].to(tensor.dtype)
-        mixed[name] = total
-    floats = [name for name, tensor in own.items() if tensor.is_floating_point()]
-    size = sum(own[name].numel() for name in floats)
-    for _, state in neighbours.values():
-        squared = sum(float(((own[n] - state[n]) ** 2).sum()) for n in floats)
-        distances.append(squared / size)
-    disagreement = float(np.mean(distances)) if distances else float("nan")
-    return mixed, disagreement
-
-
 def _own_state(context: Context, spec: ModelSpec, seed: int) -> State:
     record = context.state.get(MODEL_STATE)
     if record is not None:
@@ -176,7 +154,7 @@ def gossip_round(
     data = site_data(federation, site)
     own = _own_state(context, spec, int(config[R.SEED]))
     neighbours, rejected = _open_inbox(msg, keys, site.name, own)
-    mixed, disagreement = mix(own, neighbours)
+    mixed, disagreement = mix(str(config.get(R.MIXING, DEFAULT_MIXING)), own, neighbours)
     model = build_model(spec)
     model.load_state_dict(mixed)
     content = RecordDict({R.SITE: site_record(site)})
@@ -188,8 +166,8 @@ def gossip_round(
         _save_home(context, homes, site.name, mixed, spec)
     if config.get(R.MIX_ONLY, False):
         return content
-    content[R.METRICS] = train_locally(model, config, context, federation, site, data)
-    state = model.state_dict()
+    turn = site_turn(model, config, context, federation, site, data, mixed)
+    state, content[R.METRICS] = behave(federation, site, turn)
     context.state[MODEL_STATE] = ArrayRecord(state)
     plain = state_to_bytes(state)
     peer_keys = msg.content[R.PEER_KEYS]

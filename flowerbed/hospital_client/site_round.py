@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from logging import WARNING
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from torch import nn
@@ -17,6 +18,7 @@ from torch import nn
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import SiteData, site_data
+from flowerbed.hospital_client.faults import SiteTurn, behave
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
 from flowerbed.models import ModelSpec, build_model
@@ -30,9 +32,37 @@ def train_round(
     """One round of local training on the received model, or a refusal if the budget is spent."""
     data = site_data(federation, site)
     model = _model_from(msg)
-    metrics = train_locally(model, msg.content[R.CONFIG], context, federation, site, data)
+    received = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    turn = site_turn(model, msg.content[R.CONFIG], context, federation, site, data, received)
+    state, metrics = behave(federation, site, turn)
     trained = not metrics.get(R.BUDGET_EXHAUSTED, 0)
-    return site_reply(site, metrics, ArrayRecord(model.state_dict()) if trained else None)
+    return site_reply(site, metrics, ArrayRecord(state) if trained else None)
+
+
+def site_turn(
+    model: nn.Module,
+    config: ConfigRecord,
+    context: Context,
+    federation: Federation,
+    site: SiteSettings,
+    data: SiteData,
+    received: dict[str, torch.Tensor],
+) -> SiteTurn:
+    """This round at this site: honest training of ``model`` (see ``faults`` for the rest)."""
+
+    def honest(own: SiteData) -> tuple[dict[str, torch.Tensor], MetricRecord]:
+        metrics = train_locally(model, config, context, federation, site, own)
+        return model.state_dict(), metrics
+
+    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
+    idle = MetricRecord(
+        {
+            R.NUM_EXAMPLES: 0,
+            R.EPSILON: account.epsilon(federation.privacy.delta),
+            R.EPSILON_BUDGET: federation.budget_of(site),
+        }
+    )
+    return SiteTurn(int(config[R.SERVER_ROUND]), received, data, honest, idle)
 
 
 def train_locally(
@@ -104,9 +134,11 @@ def test_metrics(
     Accuracy is at the site's own operating point, chosen on its training data.
     """
     account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    scores = evaluate(model, data.test, data.num_classes, calibration=data.train)
+    scores, membership = evaluate(model, data.test, data.num_classes, calibration=data.train)
     spent = account.epsilon(federation.privacy.delta)
-    return metrics_of(scores, spent, federation.budget_of(site))
+    metrics = metrics_of(scores, spent, federation.budget_of(site))
+    metrics[R.MEMBERSHIP_AUC] = membership
+    return metrics
 
 
 def spec_of(config: ConfigRecord) -> ModelSpec:

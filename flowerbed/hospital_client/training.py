@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from flowerbed.datasets import ImageSet
 from flowerbed.hospital_client.scoring import Scores, operating_point, score
 from flowerbed.privacy import PrivacyAccount
+from flowerbed.privacy.membership import loss_threshold_auc
 
 EVAL_BATCH = 256
 
@@ -116,18 +117,21 @@ def _proximal_step(model: nn.Module, anchor: list[torch.Tensor], rate: float) ->
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: ImageSet, num_classes: int, calibration: ImageSet | None = None
-) -> Scores:
-    """Scores of ``model`` on ``data`` (the site's held-out test split).
+) -> tuple[Scores, float]:
+    """Scores of ``model`` on ``data`` (the site's held-out test split), and its leak.
 
     With ``calibration`` (the site's training data) a two-class model's
     accuracy is taken at the site's own operating point, chosen there; the
-    threshold never leaves the site. Without it, at 0.5.
+    threshold never leaves the site. Without it, at 0.5. The second value is
+    the membership-inference attack's AUC, training data against ``data``
+    (NaN without ``calibration``).
     """
     logits, labels = predict(model, data)
-    threshold = 0.5
-    if calibration is not None and num_classes == 2:
-        threshold = operating_point(*predict(model, calibration))
-    return score(logits, labels, num_classes, threshold)
+    if calibration is None:
+        return score(logits, labels, num_classes), float("nan")
+    seen = predict(model, calibration)
+    threshold = operating_point(*seen) if num_classes == 2 else 0.5
+    return score(logits, labels, num_classes, threshold), loss_threshold_auc(seen, (logits, labels))
 
 
 @torch.no_grad()

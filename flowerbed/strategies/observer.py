@@ -33,6 +33,7 @@ class SiteRow:
     status: str  # "ok", or "refused" when the site's budget could not pay for the round
     bytes_sent: int  # payload bytes of the reply: parameters or sealed payloads
     disagreement: float  # gossip: mean squared parameter distance to the neighbours heard
+    membership_auc: float  # test rows: membership-inference attack AUC on the site's model
 
     @classmethod
     def from_reply(
@@ -55,6 +56,7 @@ class SiteRow:
             status="refused" if refused else "ok",
             bytes_sent=payload_bytes(reply) if split == "train" else 0,
             disagreement=float(metrics.get(R.DISAGREEMENT, NAN)),
+            membership_auc=float(metrics.get(R.MEMBERSHIP_AUC, NAN)),
         )
 
 
