@@ -53,7 +53,10 @@ def simulate(
     model: Annotated[
         str | None, typer.Option(help="small-cnn, densenet121, resnet10, resnet18")
     ] = None,
-    strategy: Annotated[str | None, typer.Option(help="fedavg, fedprox or gossip")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="fedavg, fedprox, gossip, krum, multi-krum, median, trimmed-mean"),
+    ] = None,
     topology: Annotated[
         str | None,
         typer.Option(

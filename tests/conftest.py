@@ -9,7 +9,13 @@ import pytest
 from flwr.supercore.task_identity import TaskIdentity
 from in_process_grid import InProcessGrid
 
-from flowerbed.config import PrivacySettings, SiteSettings, load_federation, save_federation
+from flowerbed.config import (
+    Federation,
+    PrivacySettings,
+    SiteSettings,
+    load_federation,
+    save_federation,
+)
 from flowerbed.deployment.site_folder import SiteConfig, SiteFolder, SitePolicy, create_site_folder
 from flowerbed.hospital_client.app import make_client_app
 from flowerbed.run_folder import RunFolder
@@ -73,12 +79,17 @@ def make_run(path: Path, strategy: str, budget: float = 8.0) -> tuple[Path, InPr
             "sites": AUDIT_SITES,
         },
     )
+    return run_in_process(path, federation)
+
+
+def run_in_process(path: Path, federation: Federation) -> tuple[Path, InProcessGrid]:
+    """``federation`` run for real (ServerApp, ClientApp, guard, ledgers), grid in-process."""
     folder = RunFolder.create(path / "run", federation)
     save_federation(federation, path / "federation.toml")
     app = make_client_app(
         str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers)
     )
-    grid = InProcessGrid(app, len(AUDIT_SITES))
+    grid = InProcessGrid(app, len(federation.sites))
     coordinate(grid, federation, folder)
     return folder.path, grid
 

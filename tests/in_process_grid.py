@@ -54,7 +54,10 @@ class InProcessGrid:
             if self.down(node, message):
                 replies.append(Message(Error(code=0, reason="node down"), reply_to=message))
                 continue
-            reply = self.client_app(message, self.contexts[node])
+            try:
+                reply = self.client_app(message, self.contexts[node])
+            except Exception as err:  # as Flower's runtime: a failing ClientApp is an error reply
+                reply = Message(Error(code=0, reason=f"ClientApp raised: {err}"), reply_to=message)
             self.relayed.append(reply)
             replies.append(reply)
         return replies

@@ -241,8 +241,10 @@ def _check_transfers(
     if coordinator is None:
         return
     site_of_node = node_sites(coordinator)
-    undelivered = {
-        (e.get("node"), e["undelivered"]) for e in coordinator.entries if e.get("undelivered")
+    undelivered = {  # (addressee, digest) of instructions answered by an error
+        (site_of_node.get(e.get("node")), e["undelivered"])
+        for e in coordinator.entries
+        if e.get("undelivered")
     }
     sides: dict[tuple[str, str, str, int], list[tuple[str, int]]] = defaultdict(list)
     for ledger in ledgers.values():
@@ -252,11 +254,13 @@ def _check_transfers(
             if not _in_runs(entry, runs):
                 continue
             peer = entry.get("peer") or site_of_node.get(entry.get("node"))
-            if peer is None or (entry.get("node"), entry["sha256"]) in undelivered:
-                continue  # an instruction that may never have arrived: nothing to match
+            if peer is None:
+                continue
             sender, receiver = (
                 (ledger.party, peer) if entry["direction"] == "out" else (peer, ledger.party)
             )
+            if (receiver, entry["sha256"]) in undelivered:
+                continue  # answered by an error: it may or may not have arrived, on both sides
             key = (sender, receiver, entry["sha256"], entry["bytes"])
             sides[key].append((ledger.party, entry["index"]))
     for (sender, receiver, _, _), recorded in sides.items():

@@ -55,12 +55,9 @@ def site_turn(
         return model.state_dict(), metrics
 
     account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    idle = MetricRecord(
-        {
-            R.NUM_EXAMPLES: 0,
-            R.EPSILON: account.epsilon(federation.privacy.delta),
-            R.EPSILON_BUDGET: federation.budget_of(site),
-        }
+    nothing = Scores(0, float("nan"), float("nan"), float("nan"))
+    idle = metrics_of(
+        nothing, account.epsilon(federation.privacy.delta), federation.budget_of(site)
     )
     return SiteTurn(int(config[R.SERVER_ROUND]), received, data, honest, idle)
 

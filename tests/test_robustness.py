@@ -1,0 +1,167 @@
+"""Hostile, lazy and failing sites, and the defences against them; measured privacy.
+
+Runs are real (ServerApp, ClientApp, guard, ledgers) on an in-process grid,
+four hospitals on the synthetic default without DP, so an attack's effect
+shows in a few rounds.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from conftest import _set_task_identity as set_task_identity
+from conftest import run_in_process
+
+from flowerbed.audit.report import build_report
+from flowerbed.audit.verify import verify_run
+from flowerbed.config import load_federation
+from flowerbed.datasets import ImageSet, site_data
+from flowerbed.errors import ConfigError
+from flowerbed.hospital_client.mixing import mix
+from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
+from flowerbed.models import ModelSpec, build_model
+from flowerbed.privacy import PrivacyAccount
+
+SITES = [
+    {"name": "berlin", "country": "DE"},
+    {"name": "munich", "country": "DE"},
+    {"name": "paris", "country": "FR"},
+    {"name": "lyon", "country": "FR"},
+]
+HOSTILE = "lyon"
+
+
+def federation(strategy: str, faults: dict | None = None, rounds: int = 3):
+    return load_federation(
+        None,
+        {
+            "run": {
+                "strategy": strategy,
+                "rounds": rounds,
+                "topology": "complete",
+                "trim_fraction": 0.25,
+            },  # one site cut from each end of four
+            "privacy": {"enabled": False},
+            "sites": SITES,
+            "faults": faults or {},
+        },
+    )
+
+
+def honest_auc(run) -> float:
+    """Mean test AUC of the honest sites in the last round."""
+    with open(run / "metrics.csv", newline="") as rows:
+        rows = [r for r in csv.DictReader(rows) if r["split"] == "test" and r["site"] != HOSTILE]
+    last = max(int(r["round"]) for r in rows)
+    aucs = [float(r["auc"]) for r in rows if int(r["round"]) == last]
+    return sum(aucs) / len(aucs)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Final honest AUC per (strategy, attack); "clean" means no hostile site."""
+    patch = pytest.MonkeyPatch()
+    set_task_identity(patch)
+    root = tmp_path_factory.mktemp("robustness")
+    results = {}
+    for strategy, attack in [
+        ("fedavg", "clean"),
+        ("fedavg", "sign-flip"),
+        ("median", "sign-flip"),
+        ("krum", "sign-flip"),
+        ("trimmed-mean", "sign-flip"),
+    ]:
+        faults = {} if attack == "clean" else {HOSTILE: {"kind": attack}}
+        run, _ = run_in_process(root / f"{strategy}-{attack}", federation(strategy, faults))
+        results[strategy, attack] = honest_auc(run)
+    patch.undo()
+    return results
+
+
+@pytest.mark.slow
+def test_a_hostile_site_spoils_fedavg_and_robust_aggregation_holds(outcomes):
+    clean = outcomes["fedavg", "clean"]
+    assert clean > 0.9
+    assert outcomes["fedavg", "sign-flip"] < clean - 0.15, outcomes
+    for defence in ("median", "krum", "trimmed-mean"):
+        assert outcomes[defence, "sign-flip"] > clean - 0.05, (defence, outcomes)
+
+
+def test_clipped_gossip_bounds_what_one_hostile_neighbour_does():
+    own = {"w": torch.zeros(100)}
+    honest = {f"peer-{i}": (0.2, {"w": torch.full((100,), 0.1 * (i + 1))}) for i in range(3)}
+    hostile = {"attacker": (0.2, {"w": torch.full((100,), -1000.0)})}
+    averaged, _ = mix("average", own, {**honest, **hostile})
+    clipped, _ = mix("clipped", own, {**honest, **hostile})
+    assert averaged["w"].abs().max() > 100
+    assert clipped["w"].abs().max() < 0.2
+    alone, _ = mix("clipped", own, honest)
+    plain, _ = mix("average", own, honest)
+    torch.testing.assert_close(alone["w"], plain["w"], rtol=0.5, atol=0.05)
+
+
+@pytest.mark.slow
+def test_dropped_crashed_and_free_riding_sites_do_not_stop_the_run_or_break_a_ledger(
+    tmp_path, task_identity
+):
+    faults = {
+        "berlin": {"kind": "drop", "rounds": [2]},
+        "munich": {"kind": "crash", "rounds": [1]},
+        HOSTILE: {"kind": "free-ride"},
+    }
+    run, _ = run_in_process(tmp_path, federation("fedavg", faults, rounds=2))
+    with open(run / "metrics.csv", newline="") as rows:
+        rows = list(csv.DictReader(rows))
+    trained = {(int(r["round"]), r["site"]) for r in rows if r["split"] == "train"}
+    assert (2, "berlin") not in trained and (1, "munich") not in trained
+    assert (1, "berlin") in trained and (2, "munich") in trained
+    assert '"completed"' in (run / "status.json").read_text()
+    assert verify_run(run).problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fedavg", "gossip"])
+def test_the_report_shows_each_sites_membership_attack_auc_beside_epsilon(
+    tmp_path, task_identity, strategy
+):
+    run, _ = run_in_process(tmp_path, federation(strategy, rounds=2))
+    report = build_report(run)
+    assert set(report.membership) == {s["name"] for s in SITES}
+    assert all(0.0 <= auc <= 1.0 for auc in report.membership.values())
+
+
+def overfit_membership_auc(dp: DPPlan | None) -> float:
+    """Train the small CNN on 48 randomly labelled examples; the attack AUC against test data.
+
+    Without DP the model memorises its members; under heavy noise it cannot.
+    """
+    one_site = load_federation(None, {"sites": [SITES[0]]})
+    data = site_data(one_site, one_site.sites[0])
+    chosen = data.train.subset(torch.arange(48).numpy())
+    noise_labels = torch.randint(0, 2, (48,), generator=torch.Generator().manual_seed(0))
+    members = ImageSet(chosen.images, noise_labels.numpy().astype(chosen.labels.dtype))
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    plan = TrainPlan(epochs=60, batch_size=16, learning_rate=0.003, optimizer="adam", dp=dp)
+    if dp is not None:
+        plan = TrainPlan(epochs=60, batch_size=16, learning_rate=0.02, dp=dp)
+    train(model, members, 2, plan, PrivacyAccount(), seed=0)
+    _, membership = evaluate(model, data.test, 2, calibration=members)
+    return membership
+
+
+@pytest.mark.slow
+def test_membership_attack_tells_an_overfit_model_apart_and_not_a_dp_one():
+    assert overfit_membership_auc(None) > 0.7
+    assert abs(overfit_membership_auc(DPPlan(noise_multiplier=2.0, max_grad_norm=1.0)) - 0.5) < 0.1
+
+
+def test_a_fault_is_checked_at_load():
+    with pytest.raises(ConfigError, match="unknown fault 'lazy'"):
+        federation("fedavg", {HOSTILE: {"kind": "lazy"}})
+    with pytest.raises(ConfigError, match="no site is called 'nowhere'"):
+        federation("fedavg", {"nowhere": {"kind": "drop"}})
+    with pytest.raises(ConfigError, match="unknown strategy 'bulyan'"):
+        federation("bulyan")
