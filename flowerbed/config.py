@@ -70,6 +70,12 @@ class RunSettings(_Section):
         0.2, ge=0, lt=0.5, description="trimmed-mean: share cut from each end"
     )
     mixing: str = Field("average", description="gossip: average | clipped (robust)")
+    honesty: Literal["flag", "exclude"] = Field(
+        "flag", description="server-side: flag sites failing honesty checks, or also exclude"
+    )
+    probe_share: float = Field(
+        0.5, gt=0, le=1, description="share of replies whose probe answer is recomputed"
+    )
     topology: str = Field("exponential", description="gossip graph: a name or an edge-list file")
     degree: int = Field(3, ge=1, description="neighbours per site in random-regular")
 

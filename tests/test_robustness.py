@@ -8,12 +8,16 @@ shows in a few rounds.
 from __future__ import annotations
 
 import csv
+import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import _set_task_identity as set_task_identity
 from conftest import run_in_process
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from flowerbed import records as R
 from flowerbed.audit.report import build_report
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation
@@ -22,7 +26,9 @@ from flowerbed.errors import ConfigError
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
 from flowerbed.models import ModelSpec, build_model
+from flowerbed.models.probe import probe_digest
 from flowerbed.privacy import PrivacyAccount
+from flowerbed.strategies.honesty import flag_replies
 
 SITES = [
     {"name": "berlin", "country": "DE"},
@@ -165,3 +171,60 @@ def test_a_fault_is_checked_at_load():
         federation("fedavg", {"nowhere": {"kind": "drop"}})
     with pytest.raises(ConfigError, match="unknown strategy 'bulyan'"):
         federation("bulyan")
+
+
+def train_rows(run) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as rows:
+        return [r for r in csv.DictReader(rows) if r["split"] == "train"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [("free-ride", "returned the model it was sent"), ("noise", "a random or scaled model")],
+)
+def test_a_lazy_site_is_flagged_every_round_and_no_honest_site_is(
+    tmp_path, task_identity, kind, why
+):
+    run, _ = run_in_process(tmp_path, federation("fedavg", {HOSTILE: {"kind": kind}}))
+    rows = train_rows(run)
+    assert all(why in r["flag"] for r in rows if r["site"] == HOSTILE)
+    assert len([r for r in rows if r["site"] == HOSTILE]) == 3
+    assert all(r["flag"] == "" for r in rows if r["site"] != HOSTILE)
+    report = build_report(run)
+    assert report.verdict == "verified"
+    assert [(f["round"], f["site"]) for f in report.flagged] == [
+        (1, HOSTILE),
+        (2, HOSTILE),
+        (3, HOSTILE),
+    ]
+
+
+@pytest.mark.slow
+def test_excluding_flagged_sites_protects_plain_fedavg(tmp_path, task_identity):
+    clean, _ = run_in_process(tmp_path / "clean", federation("fedavg"))
+    guarded = federation("fedavg", {HOSTILE: {"kind": "sign-flip"}})
+    guarded.run.honesty = "exclude"
+    run, _ = run_in_process(tmp_path / "guarded", guarded)
+    assert honest_auc(run) > honest_auc(clean) - 0.05
+    assert all(r["flag"] for r in train_rows(run) if r["site"] == HOSTILE)
+
+
+def test_a_probe_answer_that_does_not_match_the_parameters_sent_is_flagged():
+    spec = ModelSpec("small-cnn", 2, 1, 2)
+    torch.manual_seed(0)
+    sent = build_model(spec).state_dict()
+    replies = []
+    for i in range(4):
+        torch.manual_seed(i + 1)
+        state = {k: v + 0.01 * torch.randn_like(v) for k, v in sent.items()}
+        claimed = state if i < 3 else sent | {"12.bias": sent["12.bias"] + 1}
+        content = RecordDict(
+            {
+                R.ARRAYS: ArrayRecord(state),
+                R.PROBE: ConfigRecord({R.PROBE_DIGEST: probe_digest(spec, claimed, 7)}),
+            }
+        )
+        replies.append(SimpleNamespace(content=content))
+    flags = flag_replies(spec, ArrayRecord(sent), 7, replies, 1.0, random.Random(0))
+    assert flags == {3: "its probe answer is not what the parameters it sent give"}

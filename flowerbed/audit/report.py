@@ -44,6 +44,7 @@ CATEGORIES = {
     "metrics": "metrics",
     "test-metrics": "metrics",
     "site": "identity",
+    "probe": "probe answer",
 }
 
 
@@ -59,6 +60,7 @@ class Report:
     privacy: dict[str, dict[int, float]]  # site -> round -> epsilon spent after it
     budgets: dict[str, float]
     membership: dict[str, float]  # site -> attack AUC on its last scored model
+    flagged: list[dict[str, Any]]  # honesty checks: round, site, reason, excluded
 
 
 def build_report(run_dir: Path) -> Report:
@@ -114,6 +116,9 @@ def build_report(run_dir: Path) -> Report:
         privacy=privacy,
         budgets={s.name: federation.budget_of(s) for s in federation.sites},
         membership=membership,
+        flagged=[
+            e for e in (coordinator.entries if coordinator else []) if e.get("kind") == "flagged"
+        ],
     )
 
 
@@ -236,6 +241,10 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         ("Messages and bytes per party", ["party", "country", "messages out", "bytes out",
          "messages in", "bytes in", "with", "chain"], party_rows),
         ("Kinds of payload that left each site (messages)", ["site", *categories], kind_rows),
+        ("Sites flagged by honesty checks (probe answers, update size)",
+         ["round", "site", "why", "excluded from the aggregate"],
+         [[str(f["round"]), f["site"], f["reason"], "yes" if f["excluded"] else "no"]
+          for f in report.flagged]),
         ("Privacy budget, epsilon spent after each round, and the privacy measured in fact: "
          "a membership-inference attack's AUC on the site's last model (0.5: no leak)",
          ["site", "budget", *[f"round {r}" for r in rounds], "attack AUC"], privacy_rows),
@@ -291,7 +300,7 @@ def write_html(report: Report, out: Path, plots: dict[str, bytes]) -> Path:
         *([f"<li>{esc(p)}</li>" for p in report.problems] or ["<li>None: all checks pass.</li>"]),
         "</ul>",
     ]
-    ids = ["flow-matrix", "parties", "payload-kinds", "budgets"]
+    ids = ["flow-matrix", "parties", "payload-kinds", "flagged", "budgets"]
     for table_id, (title, header, rows) in zip(ids, _tables(report), strict=True):
         parts += [f"<h2>{esc(title)}</h2><table id='{table_id}'><tr>"]
         parts += [f"<th>{esc(h)}</th>" for h in header] + ["</tr>"]

@@ -119,6 +119,8 @@ def _outbound_problems(
             yield from _metric_problems(name, record)
         elif name == R.SITE and isinstance(record, ConfigRecord):
             yield from _site_problems(record, site)
+        elif name == R.PROBE and isinstance(record, ConfigRecord):
+            yield from _probe_problems(record)
         elif name == R.SEALED and isinstance(record, ConfigRecord):
             yield from _sealed_problems(record, instruction, federation, site, policy)
         else:
@@ -150,6 +152,15 @@ def _metric_problems(name: str, record: MetricRecord) -> Iterator[str]:
             yield f"metric {key!r} in {name!r} is not declared"
         elif not isinstance(value, int | float):
             yield f"metric {key!r} in {name!r} is not a single number"
+
+
+def _probe_problems(record: ConfigRecord) -> Iterator[str]:
+    """A probe answer is one SHA-256 digest, nothing else."""
+    digest = record.get(R.PROBE_DIGEST)
+    if set(record.keys()) != {R.PROBE_DIGEST} or not (
+        isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+    ):
+        yield "probe answer is not a single sha256 digest"
 
 
 def _site_problems(record: ConfigRecord, site: SiteSettings) -> Iterator[str]:

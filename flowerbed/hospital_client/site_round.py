@@ -22,6 +22,7 @@ from flowerbed.hospital_client.faults import SiteTurn, behave
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
 from flowerbed.models import ModelSpec, build_model
+from flowerbed.models.probe import probe_digest
 from flowerbed.privacy import BudgetExhausted, PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
 
@@ -36,7 +37,12 @@ def train_round(
     turn = site_turn(model, msg.content[R.CONFIG], context, federation, site, data, received)
     state, metrics = behave(federation, site, turn)
     trained = not metrics.get(R.BUDGET_EXHAUSTED, 0)
-    return site_reply(site, metrics, ArrayRecord(state) if trained else None)
+    content = site_reply(site, metrics, ArrayRecord(state) if trained else None)
+    config = msg.content[R.CONFIG]
+    if trained and R.PROBE_SEED in config:
+        digest = probe_digest(spec_of(config), state, int(config[R.PROBE_SEED]))
+        content[R.PROBE] = ConfigRecord({R.PROBE_DIGEST: digest})
+    return content
 
 
 def site_turn(

@@ -18,5 +18,4 @@ class SiteAwareFedAvg(SiteAware, FedAvg):
 @STRATEGIES.register("fedavg")
 def fedavg(federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAwareFedAvg:
     strategy = SiteAwareFedAvg(**every_site(len(federation.sites)))
-    strategy.observer, strategy.roll = observer, roll
-    return strategy
+    return strategy.bind(federation, observer, roll)

@@ -24,5 +24,4 @@ def fedprox(federation: Federation, observer: RoundObserver, roll: Roll) -> Site
     strategy = SiteAwareFedProx(
         **every_site(len(federation.sites)), proximal_mu=federation.run.proximal_mu
     )
-    strategy.observer, strategy.roll = observer, roll
-    return strategy
+    return strategy.bind(federation, observer, roll)

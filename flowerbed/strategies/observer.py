@@ -34,6 +34,7 @@ class SiteRow:
     bytes_sent: int  # payload bytes of the reply: parameters or sealed payloads
     disagreement: float  # gossip: mean squared parameter distance to the neighbours heard
     membership_auc: float  # test rows: membership-inference attack AUC on the site's model
+    flag: str = ""  # train rows: why an honesty check flagged the reply, if it did
 
     @classmethod
     def from_reply(

@@ -36,16 +36,12 @@ class SiteAwareTrimmedMean(SiteAware, FedTrimmedAvg):
     """Coordinate-wise trimmed mean (Yin et al. 2018)."""
 
 
-def _robust(strategy: SiteAware, observer: RoundObserver, roll: Roll) -> SiteAware:
-    strategy.observer, strategy.roll = observer, roll
-    return strategy
-
-
 @STRATEGIES.register("krum")
 def krum(federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAware:
     sites = len(federation.sites)
     hostile = federation.run.assumed_hostile
-    return _robust(SiteAwareKrum(**every_site(sites), num_malicious_nodes=hostile), observer, roll)
+    strategy = SiteAwareKrum(**every_site(sites), num_malicious_nodes=hostile)
+    return strategy.bind(federation, observer, roll)
 
 
 @STRATEGIES.register("multi-krum")
@@ -57,12 +53,13 @@ def multi_krum(federation: Federation, observer: RoundObserver, roll: Roll) -> S
         num_malicious_nodes=hostile,
         num_nodes_to_select=max(1, sites - hostile),
     )
-    return _robust(strategy, observer, roll)
+    return strategy.bind(federation, observer, roll)
 
 
 @STRATEGIES.register("median")
 def median(federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAware:
-    return _robust(SiteAwareMedian(**every_site(len(federation.sites))), observer, roll)
+    strategy = SiteAwareMedian(**every_site(len(federation.sites)))
+    return strategy.bind(federation, observer, roll)
 
 
 @STRATEGIES.register("trimmed-mean")
@@ -70,4 +67,4 @@ def trimmed_mean(federation: Federation, observer: RoundObserver, roll: Roll) ->
     strategy = SiteAwareTrimmedMean(
         **every_site(len(federation.sites)), beta=federation.run.trim_fraction
     )
-    return _robust(strategy, observer, roll)
+    return strategy.bind(federation, observer, roll)

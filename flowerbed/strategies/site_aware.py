@@ -2,34 +2,58 @@
 
 ``SiteAware`` is mixed in front of a ``flwr.serverapp.strategy`` class: it
 reports every site's reply to the observer, takes sites that refused (their
-privacy budget is spent) or failed out of aggregation, and stops the run
-loudly when no site can train any more. Averaging itself stays Flower's.
+privacy budget is spent) or failed out of aggregation, runs the honesty
+checks (``strategies.honesty``), and stops the run loudly when no site can
+train any more. Averaging itself stays Flower's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
+import secrets
 from collections.abc import Iterable
 from logging import WARNING
 
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
+from flwr.serverapp import Grid
 
+from flowerbed import records as R
+from flowerbed.config import Federation, RunSettings
 from flowerbed.errors import RunStopped
+from flowerbed.strategies.honesty import flag_replies
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.roll_call import Roll
 
 
 class SiteAware:
-    """Mixin for a Flower strategy; set ``observer`` and ``roll`` before ``start``."""
+    """Mixin for a Flower strategy; ``bind`` it to the run before ``start``."""
 
     observer: RoundObserver
     roll: Roll
+    run: RunSettings
+
+    def bind(self, federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAware:
+        self.observer, self.roll, self.run = observer, roll, federation.run
+        self._audit_draws = random.Random(federation.run.seed)
+        self._sent: ArrayRecord | None = None  # the model of this round's instructions
+        self._probe_seed, self._grid = 0, None
+        return self
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's instructions, each with this round's fresh probe seed."""
+        self._sent, self._probe_seed = arrays, secrets.randbelow(2**31)
+        self._grid = grid
+        config = ConfigRecord({**config, R.PROBE_SEED: self._probe_seed})
+        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        answered, rows = self._report(server_round, "train", replies)
-        trained = [reply for reply, row in zip(answered, rows, strict=True) if row.status == "ok"]
+        answered, rows = self._collect(server_round, "train", replies)
         for row in rows:
             if row.status == "refused":
                 log(
@@ -40,12 +64,38 @@ class SiteAware:
                     row.epsilon,
                     row.epsilon_budget,
                 )
+        ok = [i for i, row in enumerate(rows) if row.status == "ok"]
+        flags = self._honesty(server_round, [answered[i] for i in ok], [rows[i] for i in ok])
+        rows = [dataclasses.replace(r, flag=flags.get(r.site, "")) for r in rows]
+        self.observer.site_rows(rows)
+        excluded = set(flags) if self.run.honesty == "exclude" else set()
+        trained = [answered[i] for i in ok if rows[i].site not in excluded]
         if not trained:
             raise RunStopped(
-                f"round {server_round}: no site could train (every privacy budget is spent "
-                "or every site failed); the last global model is kept"
+                f"round {server_round}: no site could train (every privacy budget is spent, "
+                "every site failed, or every site was excluded); the last global model is kept"
             )
         return super().aggregate_train(server_round, trained)  # type: ignore[misc]
+
+    def _honesty(self, server_round: int, replies: list[Message], rows: list[SiteRow]) -> dict:
+        """Site -> why it is flagged; logged and written to the coordinator's ledger."""
+        if self._sent is None:
+            return {}  # no instruction of ours went out: nothing to check against
+        flags = flag_replies(
+            self.roll.spec, self._sent, self._probe_seed, replies, self.run.probe_share,
+            self._audit_draws,
+        )  # fmt: skip
+        named = {rows[index].site: reason for index, reason in flags.items()}
+        ledger = getattr(self._grid, "ledger", None)
+        for site, reason in named.items():
+            log(WARNING, "round %d: site %s flagged: %s", server_round, site, reason)
+            if ledger is not None:
+                ledger.append(
+                    {"kind": "flagged", "round": server_round, "site": site, "reason": reason,
+                     "excluded": self.run.honesty == "exclude"},
+                    sign=True,
+                )  # fmt: skip
+        return named
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -59,6 +109,14 @@ class SiteAware:
         self, server_round: int, split: str, replies: Iterable[Message]
     ) -> tuple[list[Message], list[SiteRow]]:
         """Hand every reply to the observer; return the answered ones and their rows."""
+        answered, rows = self._collect(server_round, split, replies)
+        self.observer.site_rows(rows)
+        return answered, rows
+
+    def _collect(
+        self, server_round: int, split: str, replies: Iterable[Message]
+    ) -> tuple[list[Message], list[SiteRow]]:
+        """Report failures to the observer; the answered replies and their rows."""
         answered = []
         for reply in replies:
             if reply.has_error():
@@ -68,6 +126,4 @@ class SiteAware:
                 )  # fmt: skip
             else:
                 answered.append(reply)
-        rows = [SiteRow.from_reply(server_round, split, reply) for reply in answered]
-        self.observer.site_rows(rows)
-        return answered, rows
+        return answered, [SiteRow.from_reply(server_round, split, reply) for reply in answered]
