@@ -72,6 +72,7 @@ def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) ->
             R.LEARNING_RATE: run.learning_rate,
             R.OPTIMIZER: run.optimizer,
             R.MIXING: run.mixing,
+            R.HONESTY: run.honesty,
             R.SEED: run.seed,
             R.MODEL: spec.name,
             R.SPATIAL_DIMS: spec.spatial_dims,

@@ -23,12 +23,13 @@ from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation
 from flowerbed.datasets import ImageSet, site_data
 from flowerbed.errors import ConfigError
+from flowerbed.honesty import probe_digest
+from flowerbed.hospital_client.gossip_site import check_neighbours
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
 from flowerbed.models import ModelSpec, build_model
-from flowerbed.models.probe import probe_digest
 from flowerbed.privacy import PrivacyAccount
-from flowerbed.strategies.honesty import flag_replies
+from flowerbed.strategies.reply_checks import flag_replies
 
 SITES = [
     {"name": "berlin", "country": "DE"},
@@ -228,3 +229,35 @@ def test_a_probe_answer_that_does_not_match_the_parameters_sent_is_flagged():
         replies.append(SimpleNamespace(content=content))
     flags = flag_replies(spec, ArrayRecord(sent), 7, replies, 1.0, random.Random(0))
     assert flags == {3: "its probe answer is not what the parameters it sent give"}
+
+
+@pytest.mark.slow
+def test_gossip_neighbours_flag_a_site_that_sends_random_models(tmp_path, task_identity):
+    run, _ = run_in_process(tmp_path, federation("gossip", {HOSTILE: {"kind": "noise"}}))
+    report = build_report(run)
+    assert report.verdict == "verified"
+    flagged = {(f["round"], f["site"]) for f in report.flagged}
+    assert flagged == {(r, HOSTILE) for r in (1, 2, 3)}
+    reporters = {f["reported_by"] for f in report.flagged}
+    assert reporters == {s["name"] for s in SITES} - {HOSTILE}
+
+
+def test_a_gossip_payload_that_is_not_the_model_its_sender_claimed_is_flagged():
+    spec = ModelSpec("small-cnn", 2, 1, 2)
+    torch.manual_seed(0)
+    own = build_model(spec).state_dict()
+    neighbours = {}
+    for i, peer in enumerate(["a", "b", "c"]):
+        torch.manual_seed(i + 1)
+        neighbours[peer] = (0.25, {k: v + 0.01 * torch.randn_like(v) for k, v in own.items()})
+    claims = {peer: probe_digest(spec, state, 11) for peer, (_, state) in neighbours.items()}
+    claims["c"] = probe_digest(spec, own, 11)  # c sealed one model and claimed another
+    msg = SimpleNamespace(
+        content=RecordDict(
+            {
+                R.CONFIG: ConfigRecord({R.PREVIOUS_PROBE_SEED: 11}),
+                R.PROBE_CLAIMS: ConfigRecord(claims),
+            }
+        )
+    )
+    assert check_neighbours(msg, spec, own, neighbours) == {"c": "mismatch"}

@@ -45,6 +45,7 @@ CATEGORIES = {
     "test-metrics": "metrics",
     "site": "identity",
     "probe": "probe answer",
+    "flags": "honesty flags",
 }
 
 

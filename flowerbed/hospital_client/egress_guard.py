@@ -58,6 +58,7 @@ INBOUND = {
     R.PEER_COUNTRIES: ConfigRecord,
     R.SEND_TO: ConfigRecord,
     R.LEDGER_HEAD: ConfigRecord,
+    R.PROBE_CLAIMS: ConfigRecord,
 }
 FLOAT_KINDS = ("f",)
 
@@ -121,6 +122,8 @@ def _outbound_problems(
             yield from _site_problems(record, site)
         elif name == R.PROBE and isinstance(record, ConfigRecord):
             yield from _probe_problems(record)
+        elif name == R.FLAGS and isinstance(record, ConfigRecord):
+            yield from _flag_problems(record, instruction)
         elif name == R.SEALED and isinstance(record, ConfigRecord):
             yield from _sealed_problems(record, instruction, federation, site, policy)
         else:
@@ -161,6 +164,16 @@ def _probe_problems(record: ConfigRecord) -> Iterator[str]:
         isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
     ):
         yield "probe answer is not a single sha256 digest"
+
+
+def _flag_problems(record: ConfigRecord, instruction: Message) -> Iterator[str]:
+    """Flags name neighbours whose payloads arrived, with a declared reason code only."""
+    inbox = instruction.content.config_records.get(R.INBOX, {})
+    for peer, code in record.items():
+        if peer not in inbox:
+            yield f"flag for {peer!r}, which sent this site nothing"
+        elif not isinstance(code, str) or code not in R.PEER_FLAGS:
+            yield f"flag reason for {peer!r} is not a declared code"
 
 
 def _site_problems(record: ConfigRecord, site: SiteSettings) -> Iterator[str]:

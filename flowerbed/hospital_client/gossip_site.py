@@ -30,6 +30,7 @@ from flwr.common.logger import log
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
+from flowerbed.honesty import distance, far_out, probe_digest
 from flowerbed.hospital_client.faults import behave
 from flowerbed.hospital_client.identity import deployed_site
 from flowerbed.hospital_client.mixing import mix
@@ -154,10 +155,15 @@ def gossip_round(
     data = site_data(federation, site)
     own = _own_state(context, spec, int(config[R.SEED]))
     neighbours, rejected = _open_inbox(msg, keys, site.name, own)
+    flags = check_neighbours(msg, spec, own, neighbours)
+    if config.get(R.HONESTY) == "exclude":
+        neighbours = {peer: opened for peer, opened in neighbours.items() if peer not in flags}
     mixed, disagreement = mix(str(config.get(R.MIXING, DEFAULT_MIXING)), own, neighbours)
     model = build_model(spec)
     model.load_state_dict(mixed)
     content = RecordDict({R.SITE: site_record(site)})
+    if flags:
+        content[R.FLAGS] = ConfigRecord(flags)
     if int(config[R.SERVER_ROUND]) > 1:
         scores = test_metrics(model, context, federation, site, data)
         scores[R.DISAGREEMENT] = disagreement
@@ -169,6 +175,9 @@ def gossip_round(
     turn = site_turn(model, config, context, federation, site, data, mixed)
     state, content[R.METRICS] = behave(federation, site, turn)
     context.state[MODEL_STATE] = ArrayRecord(state)
+    if R.PROBE_SEED in config:
+        digest = probe_digest(spec, state, int(config[R.PROBE_SEED]))
+        content[R.PROBE] = ConfigRecord({R.PROBE_DIGEST: digest})
     plain = state_to_bytes(state)
     peer_keys = msg.content[R.PEER_KEYS]
     content[R.SEALED] = ConfigRecord(
@@ -183,6 +192,29 @@ def gossip_round(
         }
     )
     return content
+
+
+def check_neighbours(
+    msg: Message, spec: ModelSpec, own: State, neighbours: dict[str, tuple[float, State]]
+) -> dict[str, str]:
+    """Neighbour -> a ``PEER_FLAGS`` code, for payloads that fail the honesty checks.
+
+    A payload must be the model whose probe answer its sender gave the relay
+    (a sender that seals one model and claims another, or sends different
+    models to different neighbours, fails), and must not lie far out of line
+    with the other neighbours' (a random or scaled model).
+    """
+    claims = msg.content.config_records.get(R.PROBE_CLAIMS, {})
+    seed = int(msg.content[R.CONFIG].get(R.PREVIOUS_PROBE_SEED, 0))
+    flags = {}
+    for peer, (_, state) in neighbours.items():
+        if peer in claims and probe_digest(spec, state, seed) != str(claims[peer]):
+            flags[peer] = "mismatch"
+    peers = list(neighbours)
+    far = far_out([distance(neighbours[peer][1], own) for peer in peers])
+    for index in far:
+        flags.setdefault(peers[index], "far")
+    return flags
 
 
 def _save_home(

@@ -18,11 +18,11 @@ from torch import nn
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import SiteData, site_data
+from flowerbed.honesty import probe_digest
 from flowerbed.hospital_client.faults import SiteTurn, behave
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
 from flowerbed.models import ModelSpec, build_model
-from flowerbed.models.probe import probe_digest
 from flowerbed.privacy import BudgetExhausted, PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
 

@@ -19,8 +19,9 @@ before it starts.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
-from logging import INFO
+from logging import INFO, WARNING
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
@@ -93,16 +94,23 @@ class GossipRelay:
         )
         inbox: dict[int, dict[int, bytes]] = {}
         weights: dict[int, dict[int, float]] = {}
+        claims: dict[int, str] = {}  # sender -> probe answer of the payloads it sealed
+        seed = 0
         for server_round in range(1, num_rounds + 2):
             final = server_round > num_rounds
+            seed, previous = secrets.randbelow(2**31), seed
+            config = ConfigRecord(
+                {**train_config, R.PROBE_SEED: seed, R.PREVIOUS_PROBE_SEED: previous}
+            )
             messages = [
                 self._instruction(
-                    grid, node, site, server_round, train_config, inbox, weights, keys, final
+                    grid, node, site, server_round, config, (inbox, weights, claims), keys, final
                 )
                 for site, node in enumerate(nodes)
             ]
             replies = list(grid.send_and_receive(messages, timeout=timeout))
             answered, sealed, train_rows, test_rows = self._collect(server_round, nodes, replies)
+            claims = self._claims_and_flags(grid, server_round, nodes, replies)
             if server_round > 1:  # this round's replies scored the previous round's outcome
                 self.observer.site_rows(test_rows)
                 self.observer.round_done(server_round - 1)
@@ -123,11 +131,11 @@ class GossipRelay:
         site: int,
         server_round: int,
         train_config: ConfigRecord,
-        inbox: dict[int, dict[int, bytes]],
-        weights: dict[int, dict[int, float]],
+        last_round: tuple[dict[int, dict[int, bytes]], dict[int, dict[int, float]], dict],
         keys: list[bytes],
         final: bool,
     ) -> Message:
+        inbox, weights, claims = last_round
         send_to = [] if final else self.topology.receivers_of(site, server_round)
         heard = inbox.get(site, {})
         content = RecordDict(
@@ -143,6 +151,9 @@ class GossipRelay:
                 R.SEND_TO: ConfigRecord({R.SEND_TO: [self.names[r] for r in send_to]}),
                 R.PEER_COUNTRIES: ConfigRecord(
                     {self.names[r]: self.federation.sites[r].country for r in send_to}
+                ),
+                R.PROBE_CLAIMS: ConfigRecord(
+                    {self.names[s]: claims[s] for s in heard if s in claims}
                 ),
             }
         )
@@ -182,6 +193,33 @@ class GossipRelay:
             sealed[site] = {r: bytes(blobs[self.names[r]]) for r in expected}
             train_rows.append(SiteRow.from_reply(server_round, "train", reply))
         return answered, sealed, train_rows, test_rows
+
+    def _claims_and_flags(
+        self, grid: Grid, server_round: int, nodes: list[int], replies: list[Message]
+    ) -> dict[int, str]:
+        """Each sender's probe answer, to pass on; neighbours' flags, to the ledger."""
+        position = {node: site for site, node in enumerate(nodes)}
+        claims, ledger = {}, getattr(grid, "ledger", None)
+        for reply in replies:
+            if reply.has_error():
+                continue
+            reporter = self.names[position[reply.metadata.src_node_id]]
+            answer = reply.content.config_records.get(R.PROBE)
+            if answer is not None:
+                claims[position[reply.metadata.src_node_id]] = str(answer[R.PROBE_DIGEST])
+            for peer, code in reply.content.config_records.get(R.FLAGS, {}).items():
+                reason = R.PEER_FLAGS[str(code)]
+                log(
+                    WARNING, "round %d: %s flagged %s: %s", server_round - 1, reporter, peer, reason
+                )
+                if ledger is not None:
+                    ledger.append(
+                        {"kind": "flagged", "round": server_round - 1, "site": peer,
+                         "reason": reason, "reported_by": reporter,
+                         "excluded": self.federation.run.honesty == "exclude"},
+                        sign=True,
+                    )  # fmt: skip
+        return claims
 
     def _report_training(
         self, server_round: int, answered: set[int], train_rows: list[SiteRow]

@@ -3,7 +3,7 @@
 ``SiteAware`` is mixed in front of a ``flwr.serverapp.strategy`` class: it
 reports every site's reply to the observer, takes sites that refused (their
 privacy budget is spent) or failed out of aggregation, runs the honesty
-checks (``strategies.honesty``), and stops the run loudly when no site can
+checks (``strategies.reply_checks``), and stops the run loudly when no site can
 train any more. Averaging itself stays Flower's.
 """
 
@@ -22,8 +22,8 @@ from flwr.serverapp import Grid
 from flowerbed import records as R
 from flowerbed.config import Federation, RunSettings
 from flowerbed.errors import RunStopped
-from flowerbed.strategies.honesty import flag_replies
 from flowerbed.strategies.observer import RoundObserver, SiteRow
+from flowerbed.strategies.reply_checks import flag_replies
 from flowerbed.strategies.roll_call import Roll
 
 

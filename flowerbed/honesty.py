@@ -1,4 +1,7 @@
-"""A model's answer to a public probe: what honesty checks compare.
+"""What honesty checks share, at the coordinator and at gossip sites.
+
+A model's answer to a public probe, the size of an update, and which
+updates are far out of line with the rest.
 
 Every train instruction carries a probe seed. The probe batch is derived
 from it alone (uniform noise in the model's input shape: public, no
@@ -11,12 +14,15 @@ who holds the parameters can recompute the answer.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import torch
 
 from flowerbed.models.factory import ModelSpec, build_model
 
+FAR_FACTOR = 5.0  # an update this many times the median one is out of line
+MIN_FOR_MEDIAN = 3
 PROBE_SIZE = 8
 PROBE_SIDE = 32  # every factory network takes 32 per axis (DenseNet121 needs at least that)
 DECIMALS = 2
@@ -38,3 +44,27 @@ def probe_digest(spec: ModelSpec, state: dict[str, torch.Tensor], seed: int) -> 
     outputs = model(probe_batch(spec, seed)).numpy()
     rounded = np.round(outputs.astype(np.float64), DECIMALS) + 0.0  # -0.0 and 0.0 alike
     return hashlib.sha256(rounded.tobytes()).hexdigest()
+
+
+def distance(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """Euclidean distance between two models' float parameters."""
+    return math.sqrt(
+        sum(
+            float(((state[name] - tensor) ** 2).sum())
+            for name, tensor in reference.items()
+            if tensor.is_floating_point()
+        )
+    )
+
+
+def far_out(distances: list[float]) -> dict[int, float]:
+    """Index -> times the median, for distances over ``FAR_FACTOR`` times the median.
+
+    Needs ``MIN_FOR_MEDIAN`` distances: with fewer, the median is one of them.
+    """
+    if len(distances) < MIN_FOR_MEDIAN:
+        return {}
+    median = float(np.median(distances))
+    if median <= 0:
+        return {}
+    return {i: d / median for i, d in enumerate(distances) if d > FAR_FACTOR * median}

@@ -1,6 +1,6 @@
 """Honesty checks: catch a site whose reply is not the work it claims.
 
-Each train instruction carries a fresh probe seed (``models.probe``); a site
+Each train instruction carries a fresh probe seed (``flowerbed.honesty``); a site
 answers with the digest of its returned model's outputs on the probe. The
 coordinator, which holds the parameters every site returns, then flags:
 
@@ -10,13 +10,14 @@ coordinator, which holds the parameters every site returns, then flags:
 * for a random share of the replies (``[run] probe_share``), a site whose
   answer is not what its returned parameters give: it claims to hold
   another model than the one it sent;
-* a site whose update is more than ``FAR_FACTOR`` times the median site's
+* a site whose update is more than ``honesty.FAR_FACTOR`` times the median site's
   (with at least three replies): a random or scaled model.
+
+Gossip sites check their neighbours' payloads themselves (``gossip_site``).
 
 Flagged sites are written to the coordinator's ledger and the run's
 metrics, and ``[run] honesty = "exclude"`` leaves them out of that round's
-aggregate. Gossip has no coordinator that holds parameters; these checks
-are for server-side strategies.
+aggregate.
 """
 
 from __future__ import annotations
@@ -24,18 +25,11 @@ from __future__ import annotations
 import math
 import random
 
-import numpy as np
-import torch
 from flwr.app import ArrayRecord, Message
 
 from flowerbed import records as R
+from flowerbed.honesty import distance, far_out, probe_digest
 from flowerbed.models import ModelSpec
-from flowerbed.models.probe import probe_digest
-
-FAR_FACTOR = 5.0
-MIN_FOR_MEDIAN = 3
-
-State = dict[str, torch.Tensor]
 
 
 def flag_replies(
@@ -50,8 +44,7 @@ def flag_replies(
     given = sent.to_torch_state_dict()
     stale = probe_digest(spec, given, seed)
     states = [reply.content[R.ARRAYS].to_torch_state_dict() for reply in replies]
-    distances = [_distance(state, given) for state in states]
-    median = float(np.median(distances)) if len(distances) >= MIN_FOR_MEDIAN else 0.0
+    far = far_out([distance(state, given) for state in states])
     audited = set(rng.sample(range(len(replies)), math.ceil(share * len(replies))))
     flags = {}
     for index, (reply, state) in enumerate(zip(replies, states, strict=True)):
@@ -63,17 +56,8 @@ def flag_replies(
             flags[index] = "returned the model it was sent: it did not train"
         elif index in audited and probe_digest(spec, state, seed) != digest:
             flags[index] = "its probe answer is not what the parameters it sent give"
-        elif median > 0 and distances[index] > FAR_FACTOR * median:
-            times = distances[index] / median
-            flags[index] = f"its update is {times:.0f}x the median site's: a random or scaled model"
+        elif index in far:
+            flags[index] = (
+                f"its update is {far[index]:.0f}x the median site's: a random or scaled model"
+            )
     return flags
-
-
-def _distance(state: State, given: State) -> float:
-    return math.sqrt(
-        sum(
-            float(((state[name] - tensor) ** 2).sum())
-            for name, tensor in given.items()
-            if tensor.is_floating_point()
-        )
-    )
