@@ -1,13 +1,23 @@
-"""One hostile site among eight: robust aggregation and clipped gossip against FedAvg.
+"""One hostile site among eight: robust aggregation, clipped gossip, honesty checks, leaks.
 
-Usage: python bench/robustness.py [--sites 8] [--rounds 10] [--attacks sign-flip label-flip]
-                                  [--out bench/results/robustness.md]
+Usage: python bench/robustness.py [--sites 8] [--rounds 10]
+           [--attacks sign-flip scale label-flip noise free-ride]
+           [--out bench/results/robustness.md]
 
 PneumoniaMNIST split across the sites with Dirichlet(0.5) label skew, no DP,
 1 local epoch a round, small CNN, Flower's simulation engine. The last site
-is hostile in every round. Each cell is the mean test AUC of the honest
-sites after the last round; the first row is the same federation with no
-hostile site, so every cell reads as a drop from it. Needs ../shared/data.
+is hostile in every round. Three tables:
+
+1. the mean test AUC of the honest sites after the last round, per
+   aggregation and attack; the "clean" column is the same federation with
+   no hostile site, so every cell reads as a drop from it;
+2. the honesty checks: in how many rounds the hostile site was flagged, and
+   how many flags fell on honest sites (FedAvg: by the coordinator; gossip:
+   by the neighbours);
+3. the membership-inference attack AUC on the sites' final models (clean
+   FedAvg), without DP and at epsilon 8.
+
+Needs ../shared/data.
 """
 
 from __future__ import annotations
@@ -15,11 +25,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from report import write_table
 
+from flowerbed.audit.report import build_report
 from flowerbed.config import default_sites, load_federation
 from flowerbed.simulation import simulate
 
@@ -32,55 +44,106 @@ DEFENCES = [  # (label, strategy, mixing)
     ("gossip", "gossip", "average"),
     ("clipped gossip", "gossip", "clipped"),
 ]
+CHECKED = ("fedavg", "gossip", "clipped gossip")  # where the honesty-check table looks
 
 
-def honest_auc(strategy: str, mixing: str, attack: str | None, sites: int, rounds: int) -> float:
-    names = default_sites(sites)
+@dataclass(frozen=True)
+class Outcome:
+    honest_auc: float
+    hostile_flagged_rounds: int
+    honest_flags: int
+    membership_auc: float
+
+
+def run(strategy: str, mixing: str, attack: str | None, args, dp: bool = False) -> Outcome:
+    names = default_sites(args.sites)
     hostile = names[-1]["name"]
     federation = load_federation(
         None,
         {
-            "run": {"strategy": strategy, "rounds": rounds, "mixing": mixing},
+            "run": {"strategy": strategy, "rounds": args.rounds, "mixing": mixing},
             "data": {"source": str(DATA), "partition": "dirichlet", "alpha": 0.5},
-            "privacy": {"enabled": False},
+            "privacy": {"enabled": dp, "epsilon": 8.0},
             "sites": names,
             "faults": {hostile: {"kind": attack}} if attack else {},
         },
     )
     with tempfile.TemporaryDirectory() as tmp:
-        simulate(federation, Path(tmp) / "run")
-        metrics = pd.read_csv(Path(tmp) / "run" / "metrics.csv")
-    final = metrics[(metrics["round"] == rounds) & (metrics.split == "test")]
-    return float(final[final.site != hostile].auc.mean())
+        out = Path(tmp) / "run"
+        simulate(federation, out)
+        metrics = pd.read_csv(out / "metrics.csv")
+        flagged = build_report(out).flagged
+    final = metrics[(metrics["round"] == args.rounds) & (metrics.split == "test")]
+    honest = final[final.site != hostile]
+    return Outcome(
+        honest_auc=float(honest.auc.mean()),
+        hostile_flagged_rounds=len({f["round"] for f in flagged if f["site"] == hostile}),
+        honest_flags=sum(f["site"] != hostile for f in flagged),
+        membership_auc=float(honest.membership_auc.mean()),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--attacks", nargs="+", default=["sign-flip", "label-flip"])
+    parser.add_argument(
+        "--attacks", nargs="+", default=["sign-flip", "scale", "label-flip", "noise", "free-ride"]
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/robustness.md"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     columns: list[str | None] = [None, *args.attacks]
-    table: dict[str, list[float]] = {}
+    outcomes: dict[tuple[str, str | None], Outcome] = {}
     for label, strategy, mixing in DEFENCES:
-        table[label] = []
         for attack in columns:
-            auc = honest_auc(strategy, mixing, attack, args.sites, args.rounds)
-            table[label].append(auc)
-            print(f"{label}, {attack or 'clean'}: honest AUC {auc:.3f}", flush=True)
+            outcomes[label, attack] = run(strategy, mixing, attack, args)
+            print(f"{label}, {attack or 'clean'}: {outcomes[label, attack]}", flush=True)
+    private = run("fedavg", "average", None, args, dp=True)
+    command = (
+        f"`python bench/robustness.py --sites {args.sites} --rounds {args.rounds} "
+        f"--attacks {' '.join(args.attacks)}`"
+    )
     write_table(
         args.out,
-        f"Honest sites' mean test AUC, PneumoniaMNIST, {args.sites} sites (one hostile), "
-        f"Dirichlet(0.5), {args.rounds} rounds, no DP (`python bench/robustness.py --sites "
-        f"{args.sites} --rounds {args.rounds} --attacks {' '.join(args.attacks)}`)",
+        f"Honest sites' mean test AUC, PneumoniaMNIST, {args.sites} sites (the last one "
+        f"hostile), Dirichlet(0.5), {args.rounds} rounds, no DP ({command})",
         ["aggregation", "clean", *args.attacks],
         [
-            f"| {label} | " + " | ".join(f"{auc:.3f}" for auc in aucs) + " |"
-            for label, aucs in table.items()
+            f"| {label} | "
+            + " | ".join(f"{outcomes[label, a].honest_auc:.3f}" for a in columns)
+            + " |"
+            for label, _, _ in DEFENCES
         ],
     )
+    detection = [
+        f"| {label} | "
+        + " | ".join(
+            f"{outcomes[label, a].hostile_flagged_rounds}/{args.rounds}, "
+            f"{outcomes[label, a].honest_flags}"
+            for a in columns
+        )
+        + " |"
+        for label in CHECKED
+    ]
+    leaks = [
+        f"| membership-inference AUC, mean over honest sites | "
+        f"{outcomes['fedavg', None].membership_auc:.3f} | {private.membership_auc:.3f} |",
+        f"| test AUC | {outcomes['fedavg', None].honest_auc:.3f} | {private.honest_auc:.3f} |",
+    ]
+    with open(args.out, "a") as table:
+        table.write(
+            "\nHonesty checks, same runs: rounds in which the hostile site was flagged, "
+            "flags on honest sites\n\n"
+            f"| strategy | clean | {' | '.join(args.attacks)} |\n"
+            + "|---|" * 1
+            + "---|" * len(columns)
+            + "\n"
+            + "\n".join(detection)
+            + "\n\nClean FedAvg, final models: privacy measured in fact\n\n"
+            "| | no DP | epsilon 8 |\n|---|---|---|\n" + "\n".join(leaks) + "\n"
+        )
+    print((args.out).read_text())
 
 
 if __name__ == "__main__":
