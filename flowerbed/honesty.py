@@ -18,7 +18,9 @@ import math
 
 import numpy as np
 import torch
+from flwr.app import ConfigRecord
 
+from flowerbed import records as R
 from flowerbed.models.factory import ModelSpec, build_model
 
 FAR_FACTOR = 5.0  # an update this many times the median one is out of line
@@ -44,6 +46,11 @@ def probe_digest(spec: ModelSpec, state: dict[str, torch.Tensor], seed: int) -> 
     outputs = model(probe_batch(spec, seed)).numpy()
     rounded = np.round(outputs.astype(np.float64), DECIMALS) + 0.0  # -0.0 and 0.0 alike
     return hashlib.sha256(rounded.tobytes()).hexdigest()
+
+
+def probe_answer(spec: ModelSpec, state: dict[str, torch.Tensor], seed: int) -> ConfigRecord:
+    """The record a reply carries: the digest of ``state``'s answer to the probe of ``seed``."""
+    return ConfigRecord({R.PROBE_DIGEST: probe_digest(spec, state, seed)})
 
 
 def distance(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:

@@ -30,7 +30,7 @@ from flwr.common.logger import log
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
-from flowerbed.honesty import distance, far_out, probe_digest
+from flowerbed.honesty import distance, far_out, probe_answer, probe_digest
 from flowerbed.hospital_client.faults import behave
 from flowerbed.hospital_client.identity import deployed_site
 from flowerbed.hospital_client.mixing import mix
@@ -176,8 +176,7 @@ def gossip_round(
     state, content[R.METRICS] = behave(federation, site, turn)
     context.state[MODEL_STATE] = ArrayRecord(state)
     if R.PROBE_SEED in config:
-        digest = probe_digest(spec, state, int(config[R.PROBE_SEED]))
-        content[R.PROBE] = ConfigRecord({R.PROBE_DIGEST: digest})
+        content[R.PROBE] = probe_answer(spec, state, int(config[R.PROBE_SEED]))
     plain = state_to_bytes(state)
     peer_keys = msg.content[R.PEER_KEYS]
     content[R.SEALED] = ConfigRecord(

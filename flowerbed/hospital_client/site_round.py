@@ -18,7 +18,7 @@ from torch import nn
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import SiteData, site_data
-from flowerbed.honesty import probe_digest
+from flowerbed.honesty import probe_answer
 from flowerbed.hospital_client.faults import SiteTurn, behave
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
@@ -40,8 +40,7 @@ def train_round(
     content = site_reply(site, metrics, ArrayRecord(state) if trained else None)
     config = msg.content[R.CONFIG]
     if trained and R.PROBE_SEED in config:
-        digest = probe_digest(spec_of(config), state, int(config[R.PROBE_SEED]))
-        content[R.PROBE] = ConfigRecord({R.PROBE_DIGEST: digest})
+        content[R.PROBE] = probe_answer(spec_of(config), state, int(config[R.PROBE_SEED]))
     return content
 
 
