@@ -31,7 +31,8 @@ def test_report_json_holds_the_flows_budgets_and_verdict(run):
     assert data["budgets"] == {"berlin": 8.0, "paris": 8.0, "lyon": 8.0}
     assert sorted(data["privacy"]["berlin"]) == ["1", "2"]
     kinds = data["payload_kinds"]["berlin"]
-    assert set(kinds) <= {"sealed parameters", "metrics", "identity", "ledger heads"}
+    declared = {"sealed parameters", "metrics", "identity", "ledger heads", "probe answer"}
+    assert set(kinds) <= declared
     assert "parameters" not in kinds  # gossip: nothing readable left the site
 
 
