@@ -41,11 +41,13 @@ class SiteTurn:
     received: State
     data: SiteData
     train: Callable[[SiteData], tuple[State, MetricRecord]]
-    idle: MetricRecord  # its metrics had it done nothing (epsilon spent so far, budget)
+    # its metrics had it done nothing (epsilon spent so far, budget); only a site that
+    # does no work needs them, so they are computed on demand
+    idle: Callable[[], MetricRecord]
 
     def claimed(self) -> MetricRecord:
         """What a site that did no work reports: a full round on all its data."""
-        return MetricRecord({**dict(self.idle), R.NUM_EXAMPLES: len(self.data.train)})
+        return MetricRecord({**dict(self.idle()), R.NUM_EXAMPLES: len(self.data.train)})
 
 
 Behaviour = Callable[[FaultSettings, SiteTurn], tuple[State, MetricRecord]]

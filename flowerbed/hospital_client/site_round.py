@@ -33,12 +33,12 @@ def train_round(
     """One round of local training on the received model, or a refusal if the budget is spent."""
     data = site_data(federation, site)
     model = _model_from(msg)
+    config = msg.content[R.CONFIG]
     received = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    turn = site_turn(model, msg.content[R.CONFIG], context, federation, site, data, received)
+    turn = site_turn(model, config, context, federation, site, data, received)
     state, metrics = behave(federation, site, turn)
     trained = not metrics.get(R.BUDGET_EXHAUSTED, 0)
     content = site_reply(site, metrics, ArrayRecord(state) if trained else None)
-    config = msg.content[R.CONFIG]
     if trained and R.PROBE_SEED in config:
         content[R.PROBE] = probe_answer(spec_of(config), state, int(config[R.PROBE_SEED]))
     return content
@@ -59,11 +59,12 @@ def site_turn(
         metrics = train_locally(model, config, context, federation, site, own)
         return model.state_dict(), metrics
 
-    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    nothing = Scores(0, float("nan"), float("nan"), float("nan"))
-    idle = metrics_of(
-        nothing, account.epsilon(federation.privacy.delta), federation.budget_of(site)
-    )
+    def idle() -> MetricRecord:
+        account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
+        nothing = Scores(0, float("nan"), float("nan"), float("nan"))
+        spent = account.epsilon(federation.privacy.delta)
+        return metrics_of(nothing, spent, federation.budget_of(site))
+
     return SiteTurn(int(config[R.SERVER_ROUND]), received, data, honest, idle)
 
 
