@@ -16,6 +16,25 @@ from flowerbed import records as R
 from flowerbed.audit.digest import blob_digest, content_digest
 from flowerbed.audit.ledger import Ledger, SignedHead
 
+FLAGGED = "flagged"  # the kind of an entry that records an honesty check's flag
+
+
+def flag_fields(
+    server_round: int, site: str, reason: str, excluded: bool, reported_by: str | None = None
+) -> dict[str, Any]:
+    """What the coordinator records when an honesty check flags ``site``'s update.
+
+    ``reported_by`` names the gossip neighbour that raised the flag; server-side
+    flags are the coordinator's own.
+    """
+    fields: dict[str, Any] = {
+        "kind": FLAGGED, "round": server_round, "site": site, "reason": reason,
+        "excluded": excluded,
+    }  # fmt: skip
+    if reported_by is not None:
+        fields["reported_by"] = reported_by
+    return fields
+
 
 def server_round(content: RecordDict) -> int:
     config = content.config_records.get(R.CONFIG)

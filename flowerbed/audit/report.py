@@ -32,6 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
+from flowerbed.audit.entries import FLAGGED
 from flowerbed.audit.verify import Verdict, node_sites, verify_run
 from flowerbed.config import COORDINATOR
 
@@ -118,7 +119,7 @@ def build_report(run_dir: Path) -> Report:
         budgets={s.name: federation.budget_of(s) for s in federation.sites},
         membership=membership,
         flagged=[
-            e for e in (coordinator.entries if coordinator else []) if e.get("kind") == "flagged"
+            e for e in (coordinator.entries if coordinator else []) if e.get("kind") == FLAGGED
         ],
     )
 

@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import Result
 
 from flowerbed import records as R
 from flowerbed.audit import ResidencyPolicy
+from flowerbed.audit.entries import flag_fields
 from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
 from flowerbed.strategies.observer import RoundObserver, SiteRow
@@ -213,12 +214,9 @@ class GossipRelay:
                     WARNING, "round %d: %s flagged %s: %s", server_round - 1, reporter, peer, reason
                 )
                 if ledger is not None:
-                    ledger.append(
-                        {"kind": "flagged", "round": server_round - 1, "site": peer,
-                         "reason": reason, "reported_by": reporter,
-                         "excluded": self.federation.run.honesty == "exclude"},
-                        sign=True,
-                    )  # fmt: skip
+                    excluded = self.federation.run.honesty == "exclude"
+                    fields = flag_fields(server_round - 1, peer, reason, excluded, reporter)
+                    ledger.append(fields, sign=True)
         return claims
 
     def _report_training(

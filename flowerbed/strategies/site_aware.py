@@ -20,6 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
+from flowerbed.audit.entries import flag_fields
 from flowerbed.config import Federation, RunSettings
 from flowerbed.errors import RunStopped
 from flowerbed.strategies.observer import RoundObserver, SiteRow
@@ -90,11 +91,8 @@ class SiteAware:
         for site, reason in named.items():
             log(WARNING, "round %d: site %s flagged: %s", server_round, site, reason)
             if ledger is not None:
-                ledger.append(
-                    {"kind": "flagged", "round": server_round, "site": site, "reason": reason,
-                     "excluded": self.run.honesty == "exclude"},
-                    sign=True,
-                )  # fmt: skip
+                excluded = self.run.honesty == "exclude"
+                ledger.append(flag_fields(server_round, site, reason, excluded), sign=True)
         return named
 
     def aggregate_evaluate(
