@@ -195,6 +195,14 @@ def main() -> None:
     plain_import = import_seconds("plain_flower_app")
     ours_import = import_seconds("flowerbed.hospital_client.app")
     ratio = per_round["flowerbed"] / per_round["plain Flower"]
+    note = (
+        f"Where a round goes (2 messages a round, train and evaluate): each SuperNode "
+        f"polls the SuperLink every {SUPERNODE_POLL_S:.0f} s when idle, and each message "
+        f"starts a fresh ClientApp process whose imports alone take {plain_import:.1f} s "
+        f"(plain) and {ours_import:.1f} s (flowerbed) on an idle machine; three sites on "
+        "two cores contend for both. flowerbed's extra start-up is the roll call (one more "
+        "round trip) and building the app bundle."
+    )
     write_table(
         args.out,
         f"Deployment, 3 SuperNodes on loopback with TLS, FedAvg no DP, small CNN, synthetic "
@@ -209,18 +217,8 @@ def main() -> None:
             ),
             f"| ratio | | | {ratio:.2f}x | |",
         ],
+        after=[note],
     )  # fmt: skip
-    note = (
-        f"\nWhere a round goes (2 messages a round, train and evaluate): each SuperNode "
-        f"polls the SuperLink every {SUPERNODE_POLL_S:.0f} s when idle, and each message "
-        f"starts a fresh ClientApp process whose imports alone take {plain_import:.1f} s "
-        f"(plain) and {ours_import:.1f} s (flowerbed) on an idle machine; three sites on "
-        "two cores contend for both. flowerbed's extra start-up is the roll call (one more "
-        "round trip) and building the app bundle.\n"
-    )
-    print(note)
-    with open(args.out, "a") as table:
-        table.write(note)
 
 
 if __name__ == "__main__":

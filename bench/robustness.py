@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from report import write_table
+from report import markdown_table, write_table
 
 from flowerbed.audit.report import build_report
 from flowerbed.config import default_sites, load_federation
@@ -104,18 +104,6 @@ def main() -> None:
         f"`python bench/robustness.py --sites {args.sites} --rounds {args.rounds} "
         f"--attacks {' '.join(args.attacks)}`"
     )
-    write_table(
-        args.out,
-        f"Honest sites' mean test AUC, PneumoniaMNIST, {args.sites} sites (the last one "
-        f"hostile), Dirichlet(0.5), {args.rounds} rounds, no DP ({command})",
-        ["aggregation", "clean", *args.attacks],
-        [
-            f"| {label} | "
-            + " | ".join(f"{outcomes[label, a].honest_auc:.3f}" for a in columns)
-            + " |"
-            for label, _, _ in DEFENCES
-        ],
-    )
     detection = [
         f"| {label} | "
         + " | ".join(
@@ -131,19 +119,31 @@ def main() -> None:
         f"{outcomes['fedavg', None].membership_auc:.3f} | {private.membership_auc:.3f} |",
         f"| test AUC | {outcomes['fedavg', None].honest_auc:.3f} | {private.honest_auc:.3f} |",
     ]
-    with open(args.out, "a") as table:
-        table.write(
-            "\nHonesty checks, same runs: rounds in which the hostile site was flagged, "
-            "flags on honest sites\n\n"
-            f"| strategy | clean | {' | '.join(args.attacks)} |\n"
-            + "|---|" * 1
-            + "---|" * len(columns)
-            + "\n"
-            + "\n".join(detection)
-            + "\n\nClean FedAvg, final models: privacy measured in fact\n\n"
-            "| | no DP | epsilon 8 |\n|---|---|---|\n" + "\n".join(leaks) + "\n"
-        )
-    print((args.out).read_text())
+    write_table(
+        args.out,
+        f"Honest sites' mean test AUC, PneumoniaMNIST, {args.sites} sites (the last one "
+        f"hostile), Dirichlet(0.5), {args.rounds} rounds, no DP ({command})",
+        ["aggregation", "clean", *args.attacks],
+        [
+            f"| {label} | "
+            + " | ".join(f"{outcomes[label, a].honest_auc:.3f}" for a in columns)
+            + " |"
+            for label, _, _ in DEFENCES
+        ],
+        after=[
+            markdown_table(
+                "Honesty checks, same runs: rounds in which the hostile site was flagged, "
+                "flags on honest sites",
+                ["strategy", "clean", *args.attacks],
+                detection,
+            ),
+            markdown_table(
+                "Clean FedAvg, final models: privacy measured in fact",
+                ["", "no DP", "epsilon 8"],
+                leaks,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":
