@@ -46,7 +46,16 @@ class PrivacyAccount:
         return _epsilon([*self.history, (noise, sample_rate, steps)], delta)
 
     def record(self, noise: float, sample_rate: float, steps: int) -> None:
-        self.history.append((noise, sample_rate, steps))
+        """Add ``steps``; merged into the last entry when noise and rate match.
+
+        As Opacus's own ``RDPAccountant.step`` does: RDP composes additively
+        in steps, so the merge spends exactly the same, and epsilon costs one
+        RDP evaluation per distinct (noise, rate), not one per round played.
+        """
+        if self.history and self.history[-1][:2] == (noise, sample_rate):
+            self.history[-1] = (noise, sample_rate, self.history[-1][2] + steps)
+        else:
+            self.history.append((noise, sample_rate, steps))
 
     def to_record(self) -> ConfigRecord:
         noise, rates, steps = zip(*self.history, strict=True) if self.history else ((), (), ())
