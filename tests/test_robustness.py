@@ -151,9 +151,10 @@ def overfit_membership_auc(dp: DPPlan | None) -> float:
     members = ImageSet(chosen.images, noise_labels.numpy().astype(chosen.labels.dtype))
     torch.manual_seed(0)
     model = build_model(ModelSpec("small-cnn", 2, 1, 2))
-    plan = TrainPlan(epochs=60, batch_size=16, learning_rate=0.003, optimizer="adam", dp=dp)
-    if dp is not None:
-        plan = TrainPlan(epochs=60, batch_size=16, learning_rate=0.02, dp=dp)
+    optimizer, learning_rate = ("adam", 0.003) if dp is None else ("sgd", 0.02)
+    plan = TrainPlan(
+        epochs=60, batch_size=16, learning_rate=learning_rate, optimizer=optimizer, dp=dp
+    )
     train(model, members, 2, plan, PrivacyAccount(), seed=0)
     _, membership = evaluate(model, data.test, 2, calibration=members)
     return membership
