@@ -1,13 +1,16 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from flowerbed import records as R
 from flowerbed.config import load_federation
+from flowerbed.datasets import ImageSet
 from flowerbed.errors import RunStopped
 from flowerbed.hospital_client.site_round import train_round
+from flowerbed.hospital_client.training import DPPlan, TrainPlan, steps_per_epoch, train
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy import PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
@@ -38,6 +41,23 @@ def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
     spent = account.epsilon(1e-5)
     assert 3.8 <= spent <= 4.0
     assert account.epsilon_after(noise, 0.02, 100, 1e-5) > 4.0
+
+
+@pytest.mark.parametrize("batches", [99, 100])
+def test_noise_is_planned_for_the_steps_and_rate_opacus_accounts(batches):
+    data = ImageSet(
+        np.random.default_rng(0).normal(size=(32 * batches, 1, 4, 4)).astype(np.float32),
+        np.arange(32 * batches) % 2,
+    )
+    steps = steps_per_epoch(len(data), 32)
+    noise = plan_noise(budget=8.0, delta=1e-5, sample_rate=1 / steps, total_steps=steps)
+    account = PrivacyAccount()
+    plan = TrainPlan(1, 32, 0.05, dp=DPPlan(noise, 1.0))
+    train(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)), data, 2, plan, account, 0
+    )
+    assert account.history == [(noise, 1 / steps, steps)]
+    assert account.epsilon(1e-5) <= 8.0
 
 
 def instruction(server_round: int, rounds: int) -> Message:
