@@ -3,8 +3,8 @@
 Usage: python bench/overhead.py [--sites 4] [--rounds 5] [--out bench/results/overhead.md]
 
 Both run FedAvg without DP on the synthetic default with the small CNN and
-the same batch size, learning rate and rounds, on Flower's simulation engine
-with one CPU per virtual SuperNode. The ratio is flowerbed / plain wall time.
+the same optimiser (SGD, momentum 0.9), batch size, learning rate and rounds,
+on Flower's simulation engine with one CPU per virtual SuperNode. The ratio is flowerbed / plain wall time.
 Peak memory is the sum of resident memory of this process and its children
 (Ray workers) sampled every 0.5 s.
 """
@@ -26,6 +26,8 @@ from report import write_table
 
 from flowerbed.config import default_sites, load_federation
 from flowerbed.simulation import backend_config, simulate
+
+PLAIN_LEARNING_RATE = 0.01  # both apps: SGD with momentum 0.9 at this rate, batch 32
 
 
 class PeakMemory:
@@ -84,7 +86,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
-    server, client = make_apps(args.rounds)
+    server, client = make_apps(args.rounds, lr=PLAIN_LEARNING_RATE)
     plain_s, plain_gb = timed(
         lambda: run_simulation(
             server, client, num_supernodes=args.sites, backend_config=backend_config()
@@ -93,7 +95,11 @@ def main() -> None:
     federation = load_federation(
         None,
         {
-            "run": {"rounds": args.rounds},
+            "run": {
+                "rounds": args.rounds,
+                "optimizer": "sgd",
+                "learning_rate": PLAIN_LEARNING_RATE,
+            },
             "privacy": {"enabled": False},
             "sites": default_sites(args.sites),
         },

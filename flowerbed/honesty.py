@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord
+from torch import nn
 
 from flowerbed import records as R
 from flowerbed.models.factory import ModelSpec, build_model
@@ -37,12 +39,21 @@ def probe_batch(spec: ModelSpec, seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=generator)
 
 
+@lru_cache(maxsize=4)
+def _probe_network(spec: ModelSpec) -> nn.Module:
+    """One network per spec and process, loaded with each state in turn.
+
+    Building a network costs about as much as answering the probe, and a
+    site answers one every round (the coordinator checks a share of them).
+    """
+    return build_model(spec).eval()
+
+
 @torch.no_grad()
 def probe_digest(spec: ModelSpec, state: dict[str, torch.Tensor], seed: int) -> str:
     """The answer a model with parameters ``state`` gives to the probe of ``seed``."""
-    model = build_model(spec)
+    model = _probe_network(spec)
     model.load_state_dict(state)
-    model.eval()
     outputs = model(probe_batch(spec, seed)).numpy()
     rounded = np.round(outputs.astype(np.float64), DECIMALS) + 0.0  # -0.0 and 0.0 alike
     return hashlib.sha256(rounded.tobytes()).hexdigest()

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from flowerbed.datasets import ImageSet
 from flowerbed.hospital_client.scoring import operating_point, score
+from flowerbed.hospital_client.training import predict
+from flowerbed.models import ModelSpec, build_model
 
 
 def logits_for(positive_probabilities: list[float]) -> torch.Tensor:
@@ -36,3 +40,18 @@ def test_operating_point_takes_tied_scores_together_and_falls_back_on_one_class(
 def test_auc_is_not_made_up_for_a_one_class_split():
     scores = score(logits_for([0.2, 0.7]), torch.tensor([1, 1]), 2)
     assert math.isnan(scores.auc) and scores.accuracy == 0.5
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_predict_gives_the_models_own_logits_and_hands_it_back_as_it_was(spatial_dims):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2)).eval()
+    shape = (5, 1, *[16] * spatial_dims)
+    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    data = ImageSet(images, np.arange(5) % 2)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images))
+    ((logits, labels),) = predict(model, data)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    assert labels.tolist() == [0, 1, 0, 1, 0]
+    assert all(p.is_contiguous() for p in model.parameters())
