@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import write_table
+from report import per_round_and_start_up, write_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback import Processes, free_port, wait_for
@@ -190,8 +190,9 @@ def main() -> None:
                     print(f"{app}, {rounds} rounds: {timings[app][rounds]:.1f} s", flush=True)
             finally:
                 processes.stop_all()
-    per_round = {app: (t[many] - t[few]) / (many - few) for app, t in timings.items()}
-    startup = {app: t[few] - few * per_round[app] for app, t in timings.items()}
+    split = {app: per_round_and_start_up(t) for app, t in timings.items()}
+    per_round = {app: rate for app, (rate, _) in split.items()}
+    startup = {app: once for app, (_, once) in split.items()}
     plain_import = import_seconds("plain_flower_app")
     ours_import = import_seconds("flowerbed.hospital_client.app")
     ratio = per_round["flowerbed"] / per_round["plain Flower"]

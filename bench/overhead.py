@@ -1,10 +1,13 @@
 """flowerbed's simulation wall time against the plain Flower app, same invocation.
 
-Usage: python bench/overhead.py [--sites 4] [--rounds 5] [--out bench/results/overhead.md]
+Usage: python bench/overhead.py [--sites 4] [--rounds 1 5] [--out bench/results/overhead.md]
 
 Both run FedAvg without DP on the synthetic default with the small CNN and
 the same optimiser (SGD, momentum 0.9), batch size, learning rate and rounds,
-on Flower's simulation engine with one CPU per virtual SuperNode. The ratio is flowerbed / plain wall time.
+on Flower's simulation engine with one CPU per virtual SuperNode. Each app
+runs twice, at two round counts; the difference is the time per round
+(start-up cancels out, and is shown apart), and the ratio is flowerbed's per
+round over plain Flower's.
 Peak memory is the sum of resident memory of this process and its children
 (Ray workers) sampled every 0.5 s.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from flwr.simulation import run_simulation
 from plain_flower_app import make_apps
-from report import write_table
+from report import per_round_and_start_up, write_table
 
 from flowerbed.config import default_sites, load_federation
 from flowerbed.simulation import backend_config, simulate
@@ -77,47 +80,57 @@ def timed(run) -> tuple[float, float]:
     return elapsed, memory.peak / 2**30
 
 
+def run_plain(sites: int, rounds: int) -> None:
+    server, client = make_apps(rounds, lr=PLAIN_LEARNING_RATE)
+    run_simulation(server, client, num_supernodes=sites, backend_config=backend_config())
+
+
+def run_flowerbed(sites: int, rounds: int) -> None:
+    federation = load_federation(
+        None,
+        {
+            "run": {"rounds": rounds, "optimizer": "sgd", "learning_rate": PLAIN_LEARNING_RATE},
+            "privacy": {"enabled": False},
+            "sites": default_sites(sites),
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        simulate(federation, Path(tmp) / "run")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, nargs=2, default=[1, 5])
     parser.add_argument("--out", type=Path, default=Path("bench/results/overhead.md"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("flwr").setLevel(logging.ERROR)
-
-    server, client = make_apps(args.rounds, lr=PLAIN_LEARNING_RATE)
-    plain_s, plain_gb = timed(
-        lambda: run_simulation(
-            server, client, num_supernodes=args.sites, backend_config=backend_config()
-        )
-    )
-    federation = load_federation(
-        None,
-        {
-            "run": {
-                "rounds": args.rounds,
-                "optimizer": "sgd",
-                "learning_rate": PLAIN_LEARNING_RATE,
-            },
-            "privacy": {"enabled": False},
-            "sites": default_sites(args.sites),
-        },
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_s, ours_gb = timed(lambda: simulate(federation, Path(tmp) / "run"))
+    few, many = sorted(args.rounds)
+    walls: dict[str, dict[int, float]] = {"plain Flower": {}, "flowerbed": {}}
+    peaks: dict[str, float] = {}
+    for app, run in (("plain Flower", run_plain), ("flowerbed", run_flowerbed)):
+        for rounds in (few, many):
+            walls[app][rounds], peak = timed(lambda: run(args.sites, rounds))  # noqa: B023
+            peaks[app] = max(peaks.get(app, 0.0), peak)
+            print(f"{app}, {rounds} rounds: {walls[app][rounds]:.1f} s", flush=True)
+    split = {app: per_round_and_start_up(w) for app, w in walls.items()}
+    rows = [
+        f"| {app} | {walls[app][few]:.1f} | {walls[app][many]:.1f} | {rate:.2f} | "
+        f"{once:.1f} | {peaks[app]:.2f} |"
+        for app, (rate, once) in split.items()
+    ]
+    ratio = split["flowerbed"][0] / split["plain Flower"][0]
+    memory = peaks["flowerbed"] / peaks["plain Flower"]
     write_table(
         args.out,
-        f"Simulation wall time, FedAvg no DP, small CNN, synthetic, {args.sites} sites, "
-        f"{args.rounds} rounds (`python bench/overhead.py --sites {args.sites} "
-        f"--rounds {args.rounds} --out {args.out}`)",
-        ["app", "wall s", "s per round (incl. start-up)", "peak RSS GB"],
-        [
-            f"| plain Flower | {plain_s:.1f} | {plain_s / args.rounds:.2f} | {plain_gb:.2f} |",
-            f"| flowerbed | {ours_s:.1f} | {ours_s / args.rounds:.2f} | {ours_gb:.2f} |",
-            f"| ratio | {ours_s / plain_s:.2f}x | | {ours_gb / plain_gb:.2f}x |",
-        ],
-    )
+        f"Simulation, FedAvg no DP, small CNN, synthetic, {args.sites} sites "
+        f"(`python bench/overhead.py --sites {args.sites} --rounds {few} {many} "
+        f"--out {args.out}`)",
+        ["app", f"wall s, {few} round(s)", f"wall s, {many} rounds", "s per round",
+         "start-up s", "peak RSS GB"],
+        [*rows, f"| ratio | | | {ratio:.2f}x | | {memory:.2f}x |"],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

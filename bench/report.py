@@ -21,3 +21,15 @@ def write_table(
     print(f"\n{text}\n\nwritten to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
+
+
+def per_round_and_start_up(walls: dict[int, float]) -> tuple[float, float]:
+    """Seconds per round and start-up seconds, from wall times at two round counts.
+
+    The difference over the rounds between cancels everything paid once
+    (engine start, roll call, data loading), so the per-round figures of two
+    apps compare their rounds alone.
+    """
+    (few, at_few), (many, at_many) = sorted(walls.items())
+    per_round = (at_many - at_few) / (many - few)
+    return per_round, at_few - few * per_round
