@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 from flwr.simulation import run_simulation
@@ -111,7 +112,7 @@ def main() -> None:
     peaks: dict[str, float] = {}
     for app, run in (("plain Flower", run_plain), ("flowerbed", run_flowerbed)):
         for rounds in (few, many):
-            walls[app][rounds], peak = timed(lambda: run(args.sites, rounds))  # noqa: B023
+            walls[app][rounds], peak = timed(partial(run, args.sites, rounds))
             peaks[app] = max(peaks.get(app, 0.0), peak)
             print(f"{app}, {rounds} rounds: {walls[app][rounds]:.1f} s", flush=True)
     split = {app: per_round_and_start_up(w) for app, w in walls.items()}
