@@ -22,7 +22,14 @@ from report import write_table
 
 from flowerbed.config import Federation, load_federation
 from flowerbed.datasets import load_dataset, site_data
-from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
+from flowerbed.hospital_client.training import (
+    DPPlan,
+    TrainPlan,
+    evaluate,
+    scheduled_learning_rate,
+    steps_per_epoch,
+    train,
+)
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy import PrivacyAccount, plan_noise
 from flowerbed.simulation import simulate
@@ -58,15 +65,13 @@ def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple
     if fed.privacy.enabled:
         noise = plan_noise(fed.privacy.epsilon, fed.privacy.delta, 1 / steps, steps * epochs)
         dp = DPPlan(noise, fed.privacy.max_grad_norm)
-    plan = TrainPlan(
-        1,
-        fed.run.batch_size,
-        fed.run.learning_rate,
-        optimizer=fed.run.optimizer,
-        dp=dp,
-    )
     account = PrivacyAccount()
     for epoch in range(epochs):
+        # each epoch stands for a round: the same learning-rate schedule as the federation
+        rate = scheduled_learning_rate(
+            fed.run.learning_rate, fed.run.lr_schedule, epoch + 1, epochs
+        )
+        plan = TrainPlan(1, fed.run.batch_size, rate, optimizer=fed.run.optimizer, dp=dp)
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)
     scores, _ = evaluate(model, test_set, 2, calibration=train_set)
     return scores.auc, scores.accuracy

@@ -90,7 +90,12 @@ def run_flowerbed(sites: int, rounds: int) -> None:
     federation = load_federation(
         None,
         {
-            "run": {"rounds": rounds, "optimizer": "sgd", "learning_rate": PLAIN_LEARNING_RATE},
+            "run": {
+                "rounds": rounds,
+                "optimizer": "sgd",
+                "learning_rate": PLAIN_LEARNING_RATE,
+                "lr_schedule": "constant",
+            },
             "privacy": {"enabled": False},
             "sites": default_sites(sites),
         },

@@ -60,7 +60,10 @@ class RunSettings(_Section):
         None, description="default: SGD with momentum under DP-SGD, Adam without"
     )
     learning_rate: float | None = Field(
-        None, gt=0, le=10, description="default: 0.02 for SGD, 0.001 for Adam"
+        None, gt=0, le=10, description="the peak under a schedule; default: 0.02 SGD, 0.001 Adam"
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="learning rate over the rounds: constant, or cosine from the peak"
     )
     proximal_mu: float = Field(0.01, ge=0)
     assumed_hostile: int = Field(

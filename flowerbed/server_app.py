@@ -70,6 +70,7 @@ def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) ->
             R.LOCAL_EPOCHS: run.local_epochs,
             R.BATCH_SIZE: run.batch_size,
             R.LEARNING_RATE: run.learning_rate,
+            R.LR_SCHEDULE: run.lr_schedule,
             R.OPTIMIZER: run.optimizer,
             R.MIXING: run.mixing,
             R.HONESTY: run.honesty,

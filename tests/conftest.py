@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from in_process_grid import InProcessGrid
 
+from flowerbed import records as R
 from flowerbed.config import (
     Federation,
     PrivacySettings,
@@ -18,10 +21,12 @@ from flowerbed.config import (
 )
 from flowerbed.deployment.site_folder import SiteConfig, SiteFolder, SitePolicy, create_site_folder
 from flowerbed.hospital_client.app import make_client_app
+from flowerbed.models import ModelSpec, build_model
 from flowerbed.run_folder import RunFolder
 from flowerbed.server_app import coordinate
 from flowerbed.simulation import SITES_DIR
 
+SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -39,6 +44,34 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture(autouse=True)
 def _flower_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
+
+
+def train_instruction(server_round: int, rounds: int, schedule: str = "constant") -> Message:
+    """The ServerApp's train message for one site: the seeded small CNN, SGD at 0.05."""
+    torch.manual_seed(0)
+    model = build_model(SMALL_CNN)
+    config = ConfigRecord(
+        {
+            R.SERVER_ROUND: server_round,
+            R.NUM_ROUNDS: rounds,
+            R.LOCAL_EPOCHS: 1,
+            R.BATCH_SIZE: 32,
+            R.LEARNING_RATE: 0.05,
+            R.LR_SCHEDULE: schedule,
+            R.SEED: 0,
+            R.MODEL: "small-cnn",
+            R.SPATIAL_DIMS: 2,
+            R.IN_CHANNELS: 1,
+            R.OUT_CHANNELS: 2,
+        }
+    )
+    content = RecordDict({R.ARRAYS: ArrayRecord(model.state_dict()), R.CONFIG: config})
+    return Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
+
+
+def site_context() -> Context:
+    """A fresh site's Flower context, as a SuperNode hands it to the ClientApp."""
+    return Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
 
 
 def deployed_site_folder(root: Path, name: str, country: str, **policy) -> SiteFolder:

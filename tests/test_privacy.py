@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from conftest import SMALL_CNN, site_context, train_instruction
+from flwr.app import Message
 
 from flowerbed import records as R
 from flowerbed.config import load_federation
@@ -11,7 +12,6 @@ from flowerbed.datasets import ImageSet
 from flowerbed.errors import RunStopped
 from flowerbed.hospital_client.site_round import train_round
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, steps_per_epoch, train
-from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy import PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
 from flowerbed.run_folder import RunFolder
@@ -19,8 +19,6 @@ from flowerbed.strategies import STRATEGIES
 from flowerbed.strategies.roll_call import Roll
 
 pytestmark = pytest.mark.usefixtures("task_identity")
-
-SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2)
 
 
 def test_account_survives_a_round_trip_through_flower_state():
@@ -60,44 +58,19 @@ def test_noise_is_planned_for_the_steps_and_rate_opacus_accounts(batches):
     assert account.epsilon(1e-5) <= 8.0
 
 
-def instruction(server_round: int, rounds: int) -> Message:
-    torch.manual_seed(0)
-    model = build_model(SMALL_CNN)
-    config = ConfigRecord(
-        {
-            R.SERVER_ROUND: server_round,
-            R.NUM_ROUNDS: rounds,
-            R.LOCAL_EPOCHS: 1,
-            R.BATCH_SIZE: 32,
-            R.LEARNING_RATE: 0.05,
-            R.SEED: 0,
-            R.MODEL: "small-cnn",
-            R.SPATIAL_DIMS: 2,
-            R.IN_CHANNELS: 1,
-            R.OUT_CHANNELS: 2,
-        }
-    )
-    content = RecordDict({R.ARRAYS: ArrayRecord(model.state_dict()), R.CONFIG: config})
-    return Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
-
-
-def site_context() -> Context:
-    return Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
-
-
 def test_site_spends_its_budget_over_the_planned_rounds_then_refuses_loudly():
     federation = load_federation(None, {"privacy": {"epsilon": 2.0}})
     site = federation.sites[0]
     context = site_context()
     spent = []
     for server_round in (1, 2):
-        reply = train_round(instruction(server_round, 2), context, federation, site)
+        reply = train_round(train_instruction(server_round, 2), context, federation, site)
         assert R.ARRAYS in reply
         spent.append(reply[R.METRICS][R.EPSILON])
     assert 0 < spent[0] < spent[1] <= 2.0
     assert PrivacyAccount.from_record(context.state[STATE_KEY]).epsilon(1e-5) == spent[1]
 
-    refusal = train_round(instruction(3, 2), context, federation, site)
+    refusal = train_round(train_instruction(3, 2), context, federation, site)
     assert R.ARRAYS not in refusal
     assert refusal[R.METRICS][R.BUDGET_EXHAUSTED] == 1
     assert refusal[R.METRICS][R.EPSILON] == pytest.approx(spent[1])
@@ -108,7 +81,7 @@ def test_site_spends_its_budget_over_the_planned_rounds_then_refuses_loudly():
 def replies_for(federation, contexts, server_round) -> list[Message]:
     replies = []
     for site, context in zip(federation.sites, contexts, strict=True):
-        msg = instruction(server_round, 1)
+        msg = train_instruction(server_round, 1)
         replies.append(Message(train_round(msg, context, federation, site), reply_to=msg))
     return replies
 
@@ -121,7 +94,9 @@ def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_p
     roll = Roll(names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN)
     strategy = STRATEGIES.get("fedavg")(federation, folder, roll)
 
-    train_round(instruction(1, 1), contexts[0], federation, federation.sites[0])  # spends it all
+    train_round(
+        train_instruction(1, 1), contexts[0], federation, federation.sites[0]
+    )  # spends it all
     mixed = replies_for(federation, contexts, 1)
     assert sum(R.ARRAYS in reply.content for reply in mixed) == 3
     arrays, _ = strategy.aggregate_train(1, mixed)

@@ -21,7 +21,14 @@ from flowerbed.datasets import SiteData, site_data
 from flowerbed.honesty import probe_answer
 from flowerbed.hospital_client.faults import SiteTurn, behave
 from flowerbed.hospital_client.scoring import Scores
-from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
+from flowerbed.hospital_client.training import (
+    DPPlan,
+    TrainPlan,
+    evaluate,
+    scheduled_learning_rate,
+    steps_per_epoch,
+    train,
+)
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy import BudgetExhausted, PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
@@ -104,7 +111,12 @@ def train_locally(
     plan = TrainPlan(
         epochs=int(config[R.LOCAL_EPOCHS]),
         batch_size=int(config[R.BATCH_SIZE]),
-        learning_rate=float(config[R.LEARNING_RATE]),
+        learning_rate=scheduled_learning_rate(
+            float(config[R.LEARNING_RATE]),
+            str(config.get(R.LR_SCHEDULE, "constant")),
+            int(config[R.SERVER_ROUND]),
+            int(config[R.NUM_ROUNDS]),
+        ),
         optimizer=str(config.get(R.OPTIMIZER, "sgd")),
         proximal_mu=float(config.get(R.PROXIMAL_MU, 0.0)),
         dp=dp,

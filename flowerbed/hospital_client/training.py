@@ -12,6 +12,7 @@ weights, so it costs no privacy.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,23 @@ class TrainPlan:
     optimizer: str = "sgd"
     proximal_mu: float = 0.0
     dp: DPPlan | None = None
+
+
+def scheduled_learning_rate(peak: float, schedule: str, server_round: int, rounds: int) -> float:
+    """The learning rate of round ``server_round`` of ``rounds`` under ``schedule``.
+
+    ``cosine`` starts at ``peak`` and falls to nearly nothing in the last
+    round. Small late steps let sites that train apart settle: a gossip
+    site's own training pulls it away from its neighbours by about its step
+    size, so decaying steps shrink the disagreement mixing has to remove.
+    PneumoniaMNIST, 8 sites, Dirichlet(0.5), 20 rounds, 3 seeds: the
+    exponential graph trails FedAvg by 1.4 AUC points at a constant rate,
+    0.9 under cosine; FedAvg itself, with or without DP, is unchanged
+    within seed noise (see README).
+    """
+    if schedule == "constant":
+        return peak
+    return peak * 0.5 * (1 + math.cos(math.pi * (min(server_round, rounds) - 1) / rounds))
 
 
 def steps_per_epoch(examples: int, batch_size: int) -> int:
