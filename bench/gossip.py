@@ -1,7 +1,7 @@
 """Gossip on ring, exponential and one-peer exponential graphs against FedAvg, same invocation.
 
 Usage: python bench/gossip.py [--sites 8 32] [--rounds 20] [--seeds 0] [--dp]
-                              [--out bench/results/gossip.md]
+                              [--lr-schedule constant|cosine] [--out bench/results/gossip.md]
 
 PneumoniaMNIST split across N sites with Dirichlet(0.5) label skew, 1 local
 epoch per round, small CNN, Flower's simulation engine. For each run: mean
@@ -42,8 +42,14 @@ RUNS = [
 ]
 
 
-def run(strategy: str, topology: str | None, sites: int, rounds: int, dp: bool, seed: int) -> dict:
-    run_settings = {"strategy": strategy, "rounds": rounds, "seed": seed}
+def run(strategy: str, topology: str | None, sites: int, args, seed: int) -> dict:
+    rounds = args.rounds
+    run_settings = {
+        "strategy": strategy,
+        "rounds": rounds,
+        "seed": seed,
+        "lr_schedule": args.lr_schedule,
+    }
     if topology:
         run_settings["topology"] = topology
     federation = load_federation(
@@ -51,7 +57,7 @@ def run(strategy: str, topology: str | None, sites: int, rounds: int, dp: bool, 
         {
             "run": run_settings,
             "data": {"source": str(DATA), "partition": "dirichlet", "alpha": 0.5},
-            "privacy": {"enabled": dp},
+            "privacy": {"enabled": args.dp},
             "sites": default_sites(sites),
         },
     )
@@ -78,6 +84,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--dp", action="store_true", help="DP-SGD at epsilon 8 per site")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="mean over these")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gossip.md"))
     args = parser.parse_args()
     if not DATA.is_file():
@@ -90,7 +97,7 @@ def main() -> None:
     ):
         baseline = None
         for strategy, topology in RUNS:
-            seeded = [run(strategy, topology, sites, args.rounds, args.dp, s) for s in args.seeds]
+            seeded = [run(strategy, topology, sites, args, s) for s in args.seeds]
             result = {
                 key: statistics.mean(r[key] for r in seeded)
                 for key in ("auc", "accuracy", "bytes", "per_round")
@@ -112,11 +119,12 @@ def main() -> None:
     sizes = " ".join(map(str, args.sites))
     seeds = " ".join(map(str, args.seeds))
     dp = "DP-SGD epsilon 8" if args.dp else "no DP"
+    options = f"{' --dp' if args.dp else ''} --lr-schedule {args.lr_schedule}"
     write_table(
         args.out,
         f"PneumoniaMNIST, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, small CNN, {dp}, "
-        f"mean of seeds {seeds} (`python bench/gossip.py --sites {sizes} --rounds {args.rounds} "
-        f"--seeds {seeds}{' --dp' if args.dp else ''} --out {args.out}`)",
+        f"{args.lr_schedule} learning rate, mean of seeds {seeds} (`python bench/gossip.py "
+        f"--sites {sizes} --rounds {args.rounds} --seeds {seeds}{options} --out {args.out}`)",
         ["sites", "run", "mean site test AUC", "accuracy", "sent per site per round",
          "wall per round", "vs FedAvg"],
         rows,

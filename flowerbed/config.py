@@ -63,7 +63,7 @@ class RunSettings(_Section):
         None, gt=0, le=10, description="the peak under a schedule; default: 0.02 SGD, 0.001 Adam"
     )
     lr_schedule: Literal["constant", "cosine"] = Field(
-        "cosine", description="learning rate over the rounds: constant, or cosine from the peak"
+        "constant", description="learning rate over the rounds: constant, or cosine from the peak"
     )
     proximal_mu: float = Field(0.01, ge=0)
     assumed_hostile: int = Field(

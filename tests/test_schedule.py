@@ -46,4 +46,4 @@ def test_a_site_takes_the_scheduled_step_of_the_round_it_is_in():
 def test_an_unknown_schedule_fails_at_load_naming_the_field():
     with pytest.raises(ConfigError, match="lr_schedule"):
         load_federation(None, {"run": {"lr_schedule": "step"}})
-    assert load_federation(None, {}).run.lr_schedule == "cosine"
+    assert load_federation(None, {}).run.lr_schedule == "constant"
