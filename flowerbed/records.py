@@ -42,6 +42,7 @@ FLAGS = "flags"  # gossip: neighbour -> one of PEER_FLAGS, in a site's reply
 PEER_FLAGS = {
     "mismatch": "its payload is not the model whose probe answer it gave",
     "far": "its payload is far out of line with the other neighbours': a random or scaled model",
+    "unrelated": "its payload shares no direction with its neighbours' models: a random model",
 }
 SEED = "seed"
 MODEL = "model"

@@ -24,13 +24,15 @@ from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation
 from flowerbed.datasets import ImageSet, site_data
 from flowerbed.errors import ConfigError
-from flowerbed.honesty import probe_digest
+from flowerbed.honesty import distance, far_out, probe_digest
 from flowerbed.hospital_client.gossip_site import check_neighbours
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.privacy import PrivacyAccount
+from flowerbed.strategies.gossip import GossipRelay
 from flowerbed.strategies.reply_checks import flag_replies
+from flowerbed.strategies.roll_call import Roll
 
 SITES = [
     {"name": "berlin", "country": "DE"},
@@ -215,7 +217,7 @@ def train_rows(run) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "why"),
-    [("free-ride", "returned the model it was sent"), ("noise", "a random or scaled model")],
+    [("free-ride", "returned the model it was sent"), ("noise", "a random model")],
 )
 def test_a_lazy_site_is_flagged_every_round_and_no_honest_site_is(
     tmp_path, task_identity, kind, why
@@ -264,6 +266,34 @@ def test_a_probe_answer_that_does_not_match_the_parameters_sent_is_flagged():
     assert flags == {3: "its probe answer is not what the parameters it sent give"}
 
 
+def test_a_random_model_is_flagged_even_when_honest_updates_are_as_large():
+    """Honest updates half the model's size put a random model within ``FAR_FACTOR``."""
+    spec = ModelSpec("small-cnn", 2, 1, 2)
+    torch.manual_seed(0)
+    sent = build_model(spec).state_dict()
+    states = [{k: v + 0.5 * v.std() * torch.randn_like(v) for k, v in sent.items()} for _ in "abc"]
+    states.append({k: v.std() * torch.randn_like(v) for k, v in sent.items()})
+    replies = [
+        SimpleNamespace(
+            content=RecordDict(
+                {
+                    R.ARRAYS: ArrayRecord(state),
+                    R.PROBE: ConfigRecord({R.PROBE_DIGEST: probe_digest(spec, state, 7)}),
+                }
+            )
+        )
+        for state in states
+    ]
+    assert far_out([distance(state, sent) for state in states]) == {}
+    flags = flag_replies(spec, ArrayRecord(sent), 7, replies, 1.0, random.Random(0))
+    assert flags == {3: "its model shares no direction with the one it was sent: a random model"}
+    neighbours = {peer: (0.25, state) for peer, state in zip("abcd", states, strict=True)}
+    msg = SimpleNamespace(content=RecordDict({R.CONFIG: ConfigRecord({})}))
+    assert check_neighbours(msg, spec, sent, neighbours) == {"d": "unrelated"}
+    honest = {peer: neighbours[peer] for peer in "abc"}
+    assert check_neighbours(msg, spec, states[3], honest) == {}  # the random site's own view
+
+
 @pytest.mark.slow
 def test_gossip_neighbours_flag_a_site_that_sends_random_models(tmp_path, task_identity):
     run, _ = run_in_process(tmp_path, federation("gossip", {HOSTILE: {"kind": "noise"}}))
@@ -294,3 +324,16 @@ def test_a_gossip_payload_that_is_not_the_model_its_sender_claimed_is_flagged():
         )
     )
     assert check_neighbours(msg, spec, own, neighbours) == {"c": "mismatch"}
+
+
+def test_a_made_up_flag_code_from_a_site_does_not_stop_the_relay():
+    gossip = federation("gossip")
+    names = [site["name"] for site in SITES]
+    roll = Roll(names, [1, 2, 3, 4], [b""] * 4, ModelSpec("small-cnn", 2, 1, 2))
+    relay = GossipRelay(gossip, observer=None, roll=roll)
+    reply = SimpleNamespace(
+        has_error=lambda: False,
+        metadata=SimpleNamespace(src_node_id=4),
+        content=RecordDict({R.FLAGS: ConfigRecord({"berlin": "witch"})}),
+    )
+    assert relay._claims_and_flags(SimpleNamespace(), 2, [1, 2, 3, 4], [reply]) == {}

@@ -30,7 +30,15 @@ from flwr.common.logger import log
 from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
-from flowerbed.honesty import distance, far_out, probe_answer, probe_digest
+from flowerbed.honesty import (
+    MIN_FOR_MEDIAN,
+    distance,
+    far_out,
+    median_model,
+    probe_answer,
+    probe_digest,
+    unrelated,
+)
 from flowerbed.hospital_client.faults import behave
 from flowerbed.hospital_client.identity import deployed_site
 from flowerbed.hospital_client.mixing import mix
@@ -200,15 +208,23 @@ def check_neighbours(
 
     A payload must be the model whose probe answer its sender gave the relay
     (a sender that seals one model and claims another, or sends different
-    models to different neighbours, fails), and must not lie far out of line
-    with the other neighbours' (a random or scaled model).
+    models to different neighbours, fails), must share a direction with the
+    coordinate-wise median of this site's own model and its neighbours'
+    (neighbours train from mixes of each other's models; a random model
+    shares none; the median keeps one random model, the site's own included,
+    from setting the reference), and must not lie far out of line with the
+    other neighbours' (a random or scaled model).
     """
     claims = msg.content.config_records.get(R.PROBE_CLAIMS, {})
     seed = int(msg.content[R.CONFIG].get(R.PREVIOUS_PROBE_SEED, 0))
+    models = [own, *(state for _, state in neighbours.values())]
+    reference = median_model(models) if len(models) >= MIN_FOR_MEDIAN else own
     flags = {}
     for peer, (_, state) in neighbours.items():
         if peer in claims and probe_digest(spec, state, seed) != str(claims[peer]):
             flags[peer] = "mismatch"
+        elif unrelated(state, reference):
+            flags[peer] = "unrelated"
     peers = list(neighbours)
     far = far_out([distance(neighbours[peer][1], own) for peer in peers])
     for index in far:

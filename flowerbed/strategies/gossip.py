@@ -209,7 +209,15 @@ class GossipRelay:
             if answer is not None:
                 claims[position[reply.metadata.src_node_id]] = str(answer[R.PROBE_DIGEST])
             for peer, code in reply.content.config_records.get(R.FLAGS, {}).items():
-                reason = R.PEER_FLAGS[str(code)]
+                reason = R.PEER_FLAGS.get(str(code))
+                if reason is None:  # a hostile site must not stop the relay with a made-up code
+                    log(
+                        WARNING,
+                        "round %d: %s sent an unknown flag; ignored",
+                        server_round - 1,
+                        reporter,
+                    )
+                    continue
                 log(
                     WARNING, "round %d: %s flagged %s: %s", server_round - 1, reporter, peer, reason
                 )

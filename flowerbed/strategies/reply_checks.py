@@ -7,6 +7,8 @@ coordinator, which holds the parameters every site returns, then flags:
 * a site that gave no probe answer;
 * a site whose answer is the answer of the model it was sent: it returned
   that model without training (a free rider, or a stale model);
+* a site whose parameters share no direction with the model it was sent
+  (``honesty.unrelated``): a random model;
 * for a random share of the replies (``[run] probe_share``), a site whose
   answer is not what its returned parameters give: it claims to hold
   another model than the one it sent;
@@ -28,7 +30,7 @@ import random
 from flwr.app import ArrayRecord, Message
 
 from flowerbed import records as R
-from flowerbed.honesty import distance, far_out, probe_digest
+from flowerbed.honesty import distance, far_out, probe_digest, unrelated
 from flowerbed.models import ModelSpec
 
 
@@ -54,6 +56,8 @@ def flag_replies(
             flags[index] = "gave no probe answer"
         elif digest == stale:
             flags[index] = "returned the model it was sent: it did not train"
+        elif unrelated(state, given):
+            flags[index] = "its model shares no direction with the one it was sent: a random model"
         elif index in audited and probe_digest(spec, state, seed) != digest:
             flags[index] = "its probe answer is not what the parameters it sent give"
         elif index in far:
