@@ -81,17 +81,28 @@ def distance(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor])
     )
 
 
-def unrelated(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> bool:
-    """Whether ``state`` shares (almost) no direction with ``reference``: a random model.
+def unrelated(
+    states: list[dict[str, torch.Tensor]], reference: dict[str, torch.Tensor]
+) -> set[int]:
+    """Indices of ``states`` that share (almost) no direction with ``reference``: random models.
 
     Training moves a model by a fraction of its size, so its parameters stay
     aligned with where it started, however large the data or the step. A far-out
     check alone misses a random model whenever honest updates are large too.
+    The reference is flattened once for all the states.
     """
     names = [name for name, tensor in reference.items() if tensor.is_floating_point()]
-    ours = torch.cat([state[name].flatten().double() for name in names])
-    theirs = torch.cat([reference[name].flatten().double() for name in names])
-    return float(torch.nn.functional.cosine_similarity(ours, theirs, dim=0)) < UNRELATED_BELOW
+
+    def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([state[name].flatten().double() for name in names])
+
+    theirs = flat(reference)
+    return {
+        index
+        for index, state in enumerate(states)
+        if float(torch.nn.functional.cosine_similarity(flat(state), theirs, dim=0))
+        < UNRELATED_BELOW
+    }
 
 
 def median_model(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

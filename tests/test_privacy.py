@@ -94,9 +94,8 @@ def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_p
     roll = Roll(names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN)
     strategy = STRATEGIES.get("fedavg")(federation, folder, roll)
 
-    train_round(
-        train_instruction(1, 1), contexts[0], federation, federation.sites[0]
-    )  # spends it all
+    # the first site spends its whole budget alone
+    train_round(train_instruction(1, 1), contexts[0], federation, federation.sites[0])
     mixed = replies_for(federation, contexts, 1)
     assert sum(R.ARRAYS in reply.content for reply in mixed) == 3
     arrays, _ = strategy.aggregate_train(1, mixed)

@@ -217,16 +217,18 @@ def check_neighbours(
     """
     claims = msg.content.config_records.get(R.PROBE_CLAIMS, {})
     seed = int(msg.content[R.CONFIG].get(R.PREVIOUS_PROBE_SEED, 0))
-    models = [own, *(state for _, state in neighbours.values())]
+    peers = list(neighbours)
+    states = [neighbours[peer][1] for peer in peers]
+    models = [own, *states]
     reference = median_model(models) if len(models) >= MIN_FOR_MEDIAN else own
+    random_models = unrelated(states, reference)
     flags = {}
-    for peer, (_, state) in neighbours.items():
+    for index, (peer, state) in enumerate(zip(peers, states, strict=True)):
         if peer in claims and probe_digest(spec, state, seed) != str(claims[peer]):
             flags[peer] = "mismatch"
-        elif unrelated(state, reference):
+        elif index in random_models:
             flags[peer] = "unrelated"
-    peers = list(neighbours)
-    far = far_out([distance(neighbours[peer][1], own) for peer in peers])
+    far = far_out([distance(state, own) for state in states])
     for index in far:
         flags.setdefault(peers[index], "far")
     return flags

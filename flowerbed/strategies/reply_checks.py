@@ -47,6 +47,7 @@ def flag_replies(
     stale = probe_digest(spec, given, seed)
     states = [reply.content[R.ARRAYS].to_torch_state_dict() for reply in replies]
     far = far_out([distance(state, given) for state in states])
+    random_models = unrelated(states, given)
     audited = set(rng.sample(range(len(replies)), math.ceil(share * len(replies))))
     flags = {}
     for index, (reply, state) in enumerate(zip(replies, states, strict=True)):
@@ -56,7 +57,7 @@ def flag_replies(
             flags[index] = "gave no probe answer"
         elif digest == stale:
             flags[index] = "returned the model it was sent: it did not train"
-        elif unrelated(state, given):
+        elif index in random_models:
             flags[index] = "its model shares no direction with the one it was sent: a random model"
         elif index in audited and probe_digest(spec, state, seed) != digest:
             flags[index] = "its probe answer is not what the parameters it sent give"
