@@ -35,12 +35,14 @@ MIXING = "mixing"
 PROBE_SEED = "probe-seed"  # honesty checks: the public probe of this train instruction
 PROBE = "probe"  # a reply's answer to the probe (ConfigRecord)
 PROBE_DIGEST = "digest"
+PROBE_SKETCH = "sketch"  # gossip: ``honesty.sketch`` of the model a site sealed
 PREVIOUS_PROBE_SEED = "previous-probe-seed"  # gossip: the probe the inbox's payloads answered
 PROBE_CLAIMS = "probe-claims"  # gossip: sender -> the probe answer it gave for its payload
+SKETCH_CLAIMS = "sketch-claims"  # gossip: sender -> the sketch it gave of its payload
 HONESTY = "honesty"  # "flag" or "exclude"
 FLAGS = "flags"  # gossip: neighbour -> one of PEER_FLAGS, in a site's reply
 PEER_FLAGS = {
-    "mismatch": "its payload is not the model whose probe answer it gave",
+    "mismatch": "its payload is not the model whose probe answer or sketch it gave",
     "far": "its payload is far out of line with the other neighbours': a random or scaled model",
     "unrelated": "its payload shares no direction with its neighbours' models: a random model",
 }

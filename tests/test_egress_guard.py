@@ -132,6 +132,16 @@ ATTEMPTS = {
         with_record(R.SITE, ConfigRecord({**SITE, "data": "/data/scans/p001.png"})),
         "site record key 'data'",
     ),
+    "labels as a model sketch": (
+        with_record(
+            R.PROBE, ConfigRecord({R.PROBE_DIGEST: "0" * 64, R.PROBE_SKETCH: [0.0, 1.0, 1.0]})
+        ),
+        "probe sketch is not 64 finite numbers",
+    ),
+    "a note beside the probe answer": (
+        with_record(R.PROBE, ConfigRecord({R.PROBE_DIGEST: "0" * 64, "ward": "oncology"})),
+        "probe answer is not a single sha256 digest",
+    ),
     "a path in a record of its own": (
         with_record("notes", ConfigRecord({"path": "/data/scans"})),
         "record 'notes'",

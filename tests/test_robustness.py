@@ -12,6 +12,7 @@ import itertools
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import _set_task_identity as set_task_identity
@@ -24,7 +25,7 @@ from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation
 from flowerbed.datasets import ImageSet, site_data
 from flowerbed.errors import ConfigError
-from flowerbed.honesty import distance, far_out, probe_digest
+from flowerbed.honesty import distance, far_out, only_mixed, probe_digest, sketch
 from flowerbed.hospital_client.gossip_site import check_neighbours
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
@@ -33,6 +34,7 @@ from flowerbed.privacy import PrivacyAccount
 from flowerbed.strategies.gossip import GossipRelay
 from flowerbed.strategies.reply_checks import flag_replies
 from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.training_check import DID_NOT_TRAIN, NO_SKETCH, TrainingCheck
 
 SITES = [
     {"name": "berlin", "country": "DE"},
@@ -337,3 +339,84 @@ def test_a_made_up_flag_code_from_a_site_does_not_stop_the_relay():
         content=RecordDict({R.FLAGS: ConfigRecord({"berlin": "witch"})}),
     )
     assert relay._claims_and_flags(SimpleNamespace(), 2, [1, 2, 3, 4], [reply]) == {}
+
+
+def seeded_models(count: int) -> list[dict[str, torch.Tensor]]:
+    spec = ModelSpec("small-cnn", 2, 1, 2)
+    models = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        models.append(build_model(spec).state_dict())
+    return models
+
+
+def trained_from(state: dict[str, torch.Tensor], learning_rate: float) -> dict[str, torch.Tensor]:
+    """``state`` after one epoch of plain SGD on 40 random images: two small steps."""
+    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    model.load_state_dict(state)
+    rng = np.random.default_rng(0)
+    data = ImageSet(rng.random((40, 1, 32, 32), dtype=np.float32), rng.integers(0, 2, 40))
+    train(model, data, 2, TrainPlan(1, 32, learning_rate), PrivacyAccount(), seed=0)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("mixing", ["average", "clipped"])
+def test_sketches_alone_tell_a_mixed_model_from_a_trained_one(mixing):
+    own, *others = seeded_models(4)
+    neighbours = {peer: (0.25, state) for peer, state in zip("abc", others, strict=True)}
+    mixed, _ = mix(mixing, own, neighbours)
+    held, received = sketch(own, 0), [sketch(state, 0) for state in others]
+    assert only_mixed(sketch(mixed, 0), held, received)
+    assert only_mixed(held, held, received)  # sent back its own model, unmixed
+    assert only_mixed(sketch(mixed, 0), held, received[:2]) is False  # mixed one it was not sent
+    # the smallest honest round: two SGD steps at a tenth of the default rate
+    assert only_mixed(sketch(trained_from(mixed, 0.001), 0), held, received) is False
+    halfway = {name: 0.3 * own[name] + 0.7 * others[0][name] for name in own}
+    assert np.allclose(sketch(halfway, 0), 0.3 * np.array(held) + 0.7 * np.array(received[0]))
+
+
+def test_the_relay_flags_a_site_that_only_mixed_unless_its_budget_is_spent():
+    (start,) = seeded_models(1)
+    check = TrainingCheck(sketch(start, 0), sites=4)
+    trained = trained_from(start, 0.01)
+    first = {0: sketch(start, 0), 1: sketch(trained, 0), 2: sketch(start, 0), 3: None}
+    assert check.flag({}, first, refused={2}) == {0: DID_NOT_TRAIN, 3: NO_SKETCH}
+    # round 2: site 1 was handed sites 0's and 2's payloads and only mixed them
+    mixed, _ = mix("average", trained, {"0": (0.3, start), "2": (0.3, start)})
+    second = {1: sketch(mixed, 0), 0: sketch(trained_from(start, 0.001), 0)}
+    assert check.flag({1: {0: b"", 2: b""}, 0: {1: b""}}, second, refused=set()) == {
+        1: DID_NOT_TRAIN
+    }
+
+
+@pytest.mark.slow
+def test_a_gossip_free_rider_is_flagged_by_the_relay_every_round_and_no_honest_site_is(
+    tmp_path, task_identity
+):
+    run, _ = run_in_process(tmp_path, federation("gossip", {HOSTILE: {"kind": "free-ride"}}))
+    report = build_report(run)
+    assert report.verdict == "verified"
+    assert [(f["round"], f["site"], f["reason"]) for f in report.flagged] == [
+        (r, HOSTILE, DID_NOT_TRAIN) for r in (1, 2, 3)
+    ]
+    assert all("reported_by" not in f for f in report.flagged)  # the relay's own flags
+
+
+def test_a_gossip_payload_whose_sketch_is_not_the_one_claimed_is_flagged():
+    """A free rider cannot pass the relay's check by claiming a trained model's sketch."""
+    spec = ModelSpec("small-cnn", 2, 1, 2)
+    own, *others = seeded_models(4)
+    neighbours = {peer: (0.25, state) for peer, state in zip("abc", others, strict=True)}
+    digests = {peer: probe_digest(spec, state, 11) for peer, (_, state) in neighbours.items()}
+    sketches = {peer: sketch(state, 0) for peer, (_, state) in neighbours.items()}
+    sketches["b"] = sketch(trained_from(others[1], 0.01), 0)
+    msg = SimpleNamespace(
+        content=RecordDict(
+            {
+                R.CONFIG: ConfigRecord({R.PREVIOUS_PROBE_SEED: 11, R.SEED: 0}),
+                R.PROBE_CLAIMS: ConfigRecord(digests),
+                R.SKETCH_CLAIMS: ConfigRecord(sketches),
+            }
+        )
+    )
+    assert check_neighbours(msg, spec, own, neighbours) == {"b": "mismatch"}

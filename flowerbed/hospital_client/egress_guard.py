@@ -6,6 +6,8 @@ Outbound, only these leave, each checked against what was declared:
   exactly the declared model's (never an image batch or labels);
 * ``metrics`` / ``test-metrics``: the declared metric names, numbers only;
 * ``site``: the site's own name, country and public key;
+* ``probe``: one SHA-256 digest and, from a gossip site, a sketch of
+  ``honesty.SKETCH_SIZE`` finite numbers (``honesty.sketch``), nothing else;
 * ``sealed``: ciphertext for the addressees this round's instruction named,
   in countries the residency policy lets this site send to;
 * ``ledger-head``: added after the guard by the ledger (see ``audit_mod``).
@@ -29,6 +31,7 @@ from flowerbed import records as R
 from flowerbed.audit import ResidencyPolicy
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import FlowerbedError
+from flowerbed.honesty import SKETCH_SIZE
 from flowerbed.models import ModelSpec, build_model
 
 DECLARED_METRICS = frozenset(
@@ -59,6 +62,7 @@ INBOUND = {
     R.SEND_TO: ConfigRecord,
     R.LEDGER_HEAD: ConfigRecord,
     R.PROBE_CLAIMS: ConfigRecord,
+    R.SKETCH_CLAIMS: ConfigRecord,
 }
 FLOAT_KINDS = ("f",)
 
@@ -158,12 +162,20 @@ def _metric_problems(name: str, record: MetricRecord) -> Iterator[str]:
 
 
 def _probe_problems(record: ConfigRecord) -> Iterator[str]:
-    """A probe answer is one SHA-256 digest, nothing else."""
+    """A probe answer is one SHA-256 digest and at most a sketch of the model, nothing else."""
     digest = record.get(R.PROBE_DIGEST)
-    if set(record.keys()) != {R.PROBE_DIGEST} or not (
+    if not set(record.keys()) <= {R.PROBE_DIGEST, R.PROBE_SKETCH} or not (
         isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
     ):
         yield "probe answer is not a single sha256 digest"
+    if R.PROBE_SKETCH in record:
+        numbers = record[R.PROBE_SKETCH]
+        if not (
+            isinstance(numbers, list)
+            and len(numbers) == SKETCH_SIZE
+            and all(isinstance(x, float) and np.isfinite(x) for x in numbers)
+        ):
+            yield f"probe sketch is not {SKETCH_SIZE} finite numbers"
 
 
 def _flag_problems(record: ConfigRecord, instruction: Message) -> Iterator[str]:

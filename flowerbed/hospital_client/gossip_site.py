@@ -37,6 +37,8 @@ from flowerbed.honesty import (
     median_model,
     probe_answer,
     probe_digest,
+    same_sketch,
+    sketch,
     unrelated,
 )
 from flowerbed.hospital_client.faults import behave
@@ -184,7 +186,9 @@ def gossip_round(
     state, content[R.METRICS] = behave(federation, site, turn)
     context.state[MODEL_STATE] = ArrayRecord(state)
     if R.PROBE_SEED in config:
-        content[R.PROBE] = probe_answer(spec, state, int(config[R.PROBE_SEED]))
+        answer = probe_answer(spec, state, int(config[R.PROBE_SEED]))
+        answer[R.PROBE_SKETCH] = sketch(state, int(config[R.SEED]))
+        content[R.PROBE] = answer
     plain = state_to_bytes(state)
     peer_keys = msg.content[R.PEER_KEYS]
     content[R.SEALED] = ConfigRecord(
@@ -206,9 +210,10 @@ def check_neighbours(
 ) -> dict[str, str]:
     """Neighbour -> a ``PEER_FLAGS`` code, for payloads that fail the honesty checks.
 
-    A payload must be the model whose probe answer its sender gave the relay
-    (a sender that seals one model and claims another, or sends different
-    models to different neighbours, fails), must share a direction with the
+    A payload must be the model whose probe answer and sketch its sender gave
+    the relay (a sender that seals one model and claims another, or sends
+    different models to different neighbours, fails: the relay's check that
+    a site trained rests on the sketch), must share a direction with the
     coordinate-wise median of this site's own model and its neighbours'
     (neighbours train from mixes of each other's models; a random model
     shares none; the median keeps one random model, the site's own included,
@@ -216,7 +221,9 @@ def check_neighbours(
     other neighbours' (a random or scaled model).
     """
     claims = msg.content.config_records.get(R.PROBE_CLAIMS, {})
+    sketches = msg.content.config_records.get(R.SKETCH_CLAIMS, {})
     seed = int(msg.content[R.CONFIG].get(R.PREVIOUS_PROBE_SEED, 0))
+    run_seed = int(msg.content[R.CONFIG].get(R.SEED, 0))
     peers = list(neighbours)
     states = [neighbours[peer][1] for peer in peers]
     models = [own, *states]
@@ -224,7 +231,9 @@ def check_neighbours(
     random_models = unrelated(states, reference)
     flags = {}
     for index, (peer, state) in enumerate(zip(peers, states, strict=True)):
-        if peer in claims and probe_digest(spec, state, seed) != str(claims[peer]):
+        if (peer in claims and probe_digest(spec, state, seed) != str(claims[peer])) or (
+            peer in sketches and not same_sketch(sketch(state, run_seed), list(sketches[peer]))
+        ):
             flags[peer] = "mismatch"
         elif index in random_models:
             flags[peer] = "unrelated"

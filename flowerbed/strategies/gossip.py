@@ -11,6 +11,10 @@ takes 2N: one to train, one to evaluate). The relay moves
 bytes it cannot open and never holds a model, so the run has no global
 model: each site keeps its own, at home.
 
+Each reply also carries a sketch of the model the site sealed, which its
+addressees check against their payloads; from the sketches alone the relay
+flags a site that only mixed and did not train (``training_check``).
+
 The relay takes the sites' node ids and X25519 public keys from the roll
 call (``roll_call``) and plans the topology under the residency policy:
 forbidden edges are dropped and a graph left disconnected stops the run
@@ -23,7 +27,7 @@ import secrets
 from collections.abc import Iterable
 from logging import INFO, WARNING
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
@@ -33,10 +37,12 @@ from flowerbed.audit import ResidencyPolicy
 from flowerbed.audit.entries import flag_fields
 from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
+from flowerbed.honesty import sketch
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.registry import STRATEGIES
 from flowerbed.strategies.roll_call import Roll
 from flowerbed.strategies.topology import Topology, build_topology
+from flowerbed.strategies.training_check import TrainingCheck
 
 CONNECT_POLL_S = 1.0
 
@@ -77,14 +83,15 @@ class GossipRelay:
     def start(
         self,
         grid: Grid,
-        initial_arrays: object,
+        initial_arrays: ArrayRecord,
         num_rounds: int,
         timeout: float,
         train_config: ConfigRecord,
         evaluate_config: ConfigRecord,
     ) -> Result:
-        """Run ``num_rounds`` of gossip. ``initial_arrays`` is unused: sites seed their own
-        models; ``evaluate_config`` too: each site evaluates in its train reply."""
+        """Run ``num_rounds`` of gossip. Of ``initial_arrays`` (the public seeded model every
+        site builds for itself) only the sketch is kept; ``evaluate_config`` is unused: each
+        site evaluates in its train reply."""
         nodes, keys = self.roll.node_ids, self.roll.public_keys
         log(
             INFO,
@@ -95,7 +102,9 @@ class GossipRelay:
         )
         inbox: dict[int, dict[int, bytes]] = {}
         weights: dict[int, dict[int, float]] = {}
-        claims: dict[int, str] = {}  # sender -> probe answer of the payloads it sealed
+        claims: dict[int, ConfigRecord] = {}  # sender -> probe answer for the payloads it sealed
+        start = sketch(initial_arrays.to_torch_state_dict(), int(train_config[R.SEED]))
+        training = TrainingCheck(start, len(nodes))
         seed = 0
         for server_round in range(1, num_rounds + 2):
             final = server_round > num_rounds
@@ -118,6 +127,11 @@ class GossipRelay:
             if final:
                 break
             self._report_training(server_round, answered, train_rows)
+            untrained = self._check_training(
+                grid, server_round, training, inbox, claims, train_rows
+            )
+            if self.federation.run.honesty == "exclude":
+                answered -= untrained
             weights = self.topology.weights(server_round, answered)
             inbox = {
                 receiver: {sender: sealed[sender][receiver] for sender in row}
@@ -132,7 +146,9 @@ class GossipRelay:
         site: int,
         server_round: int,
         train_config: ConfigRecord,
-        last_round: tuple[dict[int, dict[int, bytes]], dict[int, dict[int, float]], dict],
+        last_round: tuple[
+            dict[int, dict[int, bytes]], dict[int, dict[int, float]], dict[int, ConfigRecord]
+        ],
         keys: list[bytes],
         final: bool,
     ) -> Message:
@@ -154,7 +170,14 @@ class GossipRelay:
                     {self.names[r]: self.federation.sites[r].country for r in send_to}
                 ),
                 R.PROBE_CLAIMS: ConfigRecord(
-                    {self.names[s]: claims[s] for s in heard if s in claims}
+                    {self.names[s]: claims[s][R.PROBE_DIGEST] for s in heard if s in claims}
+                ),
+                R.SKETCH_CLAIMS: ConfigRecord(
+                    {
+                        self.names[s]: claims[s][R.PROBE_SKETCH]
+                        for s in heard
+                        if s in claims and R.PROBE_SKETCH in claims[s]
+                    }
                 ),
             }
         )
@@ -197,17 +220,18 @@ class GossipRelay:
 
     def _claims_and_flags(
         self, grid: Grid, server_round: int, nodes: list[int], replies: list[Message]
-    ) -> dict[int, str]:
-        """Each sender's probe answer, to pass on; neighbours' flags, to the ledger."""
+    ) -> dict[int, ConfigRecord]:
+        """Each sender's probe answer (digest and sketch), to pass on; neighbours' flags, to the
+        ledger."""
         position = {node: site for site, node in enumerate(nodes)}
-        claims, ledger = {}, getattr(grid, "ledger", None)
+        claims = {}
         for reply in replies:
             if reply.has_error():
                 continue
             reporter = self.names[position[reply.metadata.src_node_id]]
             answer = reply.content.config_records.get(R.PROBE)
-            if answer is not None:
-                claims[position[reply.metadata.src_node_id]] = str(answer[R.PROBE_DIGEST])
+            if answer is not None and R.PROBE_DIGEST in answer:
+                claims[position[reply.metadata.src_node_id]] = answer
             for peer, code in reply.content.config_records.get(R.FLAGS, {}).items():
                 reason = R.PEER_FLAGS.get(str(code))
                 if reason is None:  # a hostile site must not stop the relay with a made-up code
@@ -218,14 +242,47 @@ class GossipRelay:
                         reporter,
                     )
                     continue
-                log(
-                    WARNING, "round %d: %s flagged %s: %s", server_round - 1, reporter, peer, reason
-                )
-                if ledger is not None:
-                    excluded = self.federation.run.honesty == "exclude"
-                    fields = flag_fields(server_round - 1, peer, reason, excluded, reporter)
-                    ledger.append(fields, sign=True)
+                self._record_flag(grid, server_round - 1, peer, reason, reporter)
         return claims
+
+    def _check_training(
+        self,
+        grid: Grid,
+        server_round: int,
+        training: TrainingCheck,
+        delivered: dict[int, dict[int, bytes]],
+        claims: dict[int, ConfigRecord],
+        train_rows: list[SiteRow],
+    ) -> set[int]:
+        """The sites that sealed payloads without training this round; flagged and recorded.
+
+        ``train_rows`` are the rows of the sites that sealed payloads; a site
+        whose budget is spent says so in its row (``refused``) and is not
+        expected to train.
+        """
+        position = {name: site for site, name in enumerate(self.names)}
+        sketches, refused = {}, set()
+        for row in train_rows:
+            site = position[row.site]
+            answer = claims.get(site, {})
+            sketches[site] = list(answer[R.PROBE_SKETCH]) if R.PROBE_SKETCH in answer else None
+            if row.status == "refused":
+                refused.add(site)
+        flags = training.flag(delivered, sketches, refused)
+        for site, reason in flags.items():
+            self._record_flag(grid, server_round, self.names[site], reason)
+        return set(flags)
+
+    def _record_flag(
+        self, grid: Grid, server_round: int, site: str, reason: str, reporter: str | None = None
+    ) -> None:
+        """Log a flag on ``site`` and write it to the coordinator's ledger, with who raised it
+        (a neighbour, or the relay itself)."""
+        log(WARNING, "round %d: %s flagged %s: %s", server_round, reporter or "relay", site, reason)
+        ledger = getattr(grid, "ledger", None)
+        if ledger is not None:
+            excluded = self.federation.run.honesty == "exclude"
+            ledger.append(flag_fields(server_round, site, reason, excluded, reporter), sign=True)
 
     def _report_training(
         self, server_round: int, answered: set[int], train_rows: list[SiteRow]
