@@ -6,7 +6,9 @@ coordinator, which holds the parameters every site returns, then flags:
 
 * a site that gave no probe answer;
 * a site whose answer is the answer of the model it was sent: it returned
-  that model without training (a free rider, or a stale model);
+  that model without training (a free rider, or a stale model), or its
+  training changed nothing (a site whose every example the model already
+  fits exactly has zero gradients; it contributes nothing either);
 * a site whose parameters share no direction with the model it was sent
   (``honesty.unrelated``): a random model;
 * for a random share of the replies (``[run] probe_share``), a site whose
@@ -56,7 +58,9 @@ def flag_replies(
         if digest is None:
             flags[index] = "gave no probe answer"
         elif digest == stale:
-            flags[index] = "returned the model it was sent: it did not train"
+            flags[index] = (
+                "returned the model it was sent: it did not train, or training changed nothing"
+            )
         elif index in random_models:
             flags[index] = "its model shares no direction with the one it was sent: a random model"
         elif index in audited and probe_digest(spec, state, seed) != digest:

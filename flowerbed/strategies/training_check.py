@@ -7,7 +7,9 @@ The relay can: every reply carries a sketch of the model the site sealed
 opens), and sketches are linear. The sketch of a model that was only mixed
 lies in the span of the sketches of the model the site held and those it
 was sent, all of which the relay saw the round before; a trained model's
-does not (``honesty.only_mixed``).
+does not (``honesty.only_mixed``). An honest site whose data the model
+already fits exactly (a loss of 0, so zero gradients) is flagged too: its
+round changed nothing, and the flag says so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from flowerbed.honesty import only_mixed
 
 Sketch = list[float]
 
-DID_NOT_TRAIN = "its model is only a mix of the models it held and was sent: it did not train"
+DID_NOT_TRAIN = (
+    "its model is only a mix of the models it held and was sent: "
+    "it did not train, or training changed nothing"
+)
 NO_SKETCH = "gave no sketch of the model it sealed"
 
 
