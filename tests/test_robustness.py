@@ -402,6 +402,24 @@ def test_a_gossip_free_rider_is_flagged_by_the_relay_every_round_and_no_honest_s
     assert all("reported_by" not in f for f in report.flagged)  # the relay's own flags
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("honesty", ["flag", "exclude"])
+def test_excluding_a_gossip_free_rider_keeps_its_model_from_every_neighbour(
+    tmp_path, task_identity, honesty
+):
+    guarded = federation("gossip", {HOSTILE: {"kind": "free-ride"}})
+    guarded.run.honesty = honesty
+    run, grid = run_in_process(tmp_path, guarded)
+    inboxes = [
+        message.content[R.INBOX]
+        for message in grid.relayed
+        if message.has_content() and R.INBOX in message.content
+    ]
+    handed_on = sum(HOSTILE in inbox for inbox in inboxes)
+    assert handed_on == (0 if honesty == "exclude" else 3 * 3)  # 3 neighbours, rounds 2-4
+    assert {f["excluded"] for f in build_report(run).flagged} == {honesty == "exclude"}
+
+
 def test_a_gossip_payload_whose_sketch_is_not_the_one_claimed_is_flagged():
     """A free rider cannot pass the relay's check by claiming a trained model's sketch."""
     spec = ModelSpec("small-cnn", 2, 1, 2)
