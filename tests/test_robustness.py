@@ -400,6 +400,9 @@ def test_a_gossip_free_rider_is_flagged_by_the_relay_every_round_and_no_honest_s
         (r, HOSTILE, DID_NOT_TRAIN) for r in (1, 2, 3)
     ]
     assert all("reported_by" not in f for f in report.flagged)  # the relay's own flags
+    rows = train_rows(run)
+    assert [r["flag"] for r in rows if r["site"] == HOSTILE] == [DID_NOT_TRAIN] * 3
+    assert all(r["flag"] == "" for r in rows if r["site"] != HOSTILE)
 
 
 @pytest.mark.slow

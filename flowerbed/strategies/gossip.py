@@ -23,6 +23,7 @@ before it starts.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Iterable
 from logging import INFO, WARNING
@@ -126,12 +127,15 @@ class GossipRelay:
                 self.observer.round_done(server_round - 1)
             if final:
                 break
-            self._report_training(server_round, answered, train_rows)
             untrained = self._check_training(
                 grid, server_round, training, inbox, claims, train_rows
             )
+            train_rows = [
+                dataclasses.replace(row, flag=untrained.get(row.site, "")) for row in train_rows
+            ]
+            self._report_training(server_round, answered, train_rows)
             if self.federation.run.honesty == "exclude":
-                answered -= untrained
+                answered -= {self.names.index(site) for site in untrained}
             weights = self.topology.weights(server_round, answered)
             inbox = {
                 receiver: {sender: sealed[sender][receiver] for sender in row}
@@ -253,8 +257,9 @@ class GossipRelay:
         delivered: dict[int, dict[int, bytes]],
         claims: dict[int, ConfigRecord],
         train_rows: list[SiteRow],
-    ) -> set[int]:
-        """The sites that sealed payloads without training this round; flagged and recorded.
+    ) -> dict[str, str]:
+        """Site name -> why, for the sites that sealed payloads without training this round;
+        logged and written to the ledger.
 
         ``train_rows`` are the rows of the sites that sealed payloads; a site
         whose budget is spent says so in its row (``refused``) and is not
@@ -269,9 +274,10 @@ class GossipRelay:
             if row.status == "refused":
                 refused.add(site)
         flags = training.flag(delivered, sketches, refused)
-        for site, reason in flags.items():
-            self._record_flag(grid, server_round, self.names[site], reason)
-        return set(flags)
+        named = {self.names[site]: reason for site, reason in flags.items()}
+        for site, reason in named.items():
+            self._record_flag(grid, server_round, site, reason)
+        return named
 
     def _record_flag(
         self, grid: Grid, server_round: int, site: str, reason: str, reporter: str | None = None
