@@ -13,7 +13,7 @@ is hostile in every round. Three tables:
    no hostile site, so every cell reads as a drop from it;
 2. the honesty checks: in how many rounds the hostile site was flagged, and
    how many flags fell on honest sites (FedAvg: by the coordinator; gossip:
-   by the neighbours);
+   by the neighbours and the relay);
 3. the membership-inference attack AUC on the sites' final models (clean
    FedAvg), without DP and at epsilon 8.
 
@@ -39,6 +39,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared/data/medmnist/pneumoniamnis
 DEFENCES = [  # (label, strategy, mixing)
     ("fedavg", "fedavg", "average"),
     ("krum", "krum", "average"),
+    ("multi-krum", "multi-krum", "average"),
     ("median", "median", "average"),
     ("trimmed-mean", "trimmed-mean", "average"),
     ("gossip", "gossip", "average"),
