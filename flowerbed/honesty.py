@@ -154,6 +154,18 @@ def sketch(state: dict[str, torch.Tensor], seed: int) -> list[float]:
     return sums.tolist()
 
 
+def valid_sketch(value: object) -> list[float] | None:
+    """``value`` if it is a sketch (``SKETCH_SIZE`` finite numbers), else None: a claim from
+    another party is checked before anything computes with it."""
+    if (
+        isinstance(value, list)
+        and len(value) == SKETCH_SIZE
+        and all(isinstance(x, float) and math.isfinite(x) for x in value)
+    ):
+        return value
+    return None
+
+
 def same_sketch(mine: list[float], claimed: list[float]) -> bool:
     """Whether a sketch recomputed from a payload is the one its sender claimed (to float error)."""
     return len(mine) == len(claimed) and bool(np.allclose(mine, claimed, rtol=1e-9, atol=1e-9))

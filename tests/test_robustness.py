@@ -328,17 +328,25 @@ def test_a_gossip_payload_that_is_not_the_model_its_sender_claimed_is_flagged():
     assert check_neighbours(msg, spec, own, neighbours) == {"c": "mismatch"}
 
 
-def test_a_made_up_flag_code_from_a_site_does_not_stop_the_relay():
-    gossip = federation("gossip")
+def relay_hearing(content: RecordDict) -> dict:
+    """What the gossip relay keeps of one reply from the fourth site."""
     names = [site["name"] for site in SITES]
     roll = Roll(names, [1, 2, 3, 4], [b""] * 4, ModelSpec("small-cnn", 2, 1, 2))
-    relay = GossipRelay(gossip, observer=None, roll=roll)
+    relay = GossipRelay(federation("gossip"), observer=None, roll=roll)
     reply = SimpleNamespace(
-        has_error=lambda: False,
-        metadata=SimpleNamespace(src_node_id=4),
-        content=RecordDict({R.FLAGS: ConfigRecord({"berlin": "witch"})}),
+        has_error=lambda: False, metadata=SimpleNamespace(src_node_id=4), content=content
     )
-    assert relay._claims_and_flags(SimpleNamespace(), 2, [1, 2, 3, 4], [reply]) == {}
+    return relay._claims_and_flags(SimpleNamespace(), 2, [1, 2, 3, 4], [reply])
+
+
+def test_a_made_up_flag_code_from_a_site_does_not_stop_the_relay():
+    assert relay_hearing(RecordDict({R.FLAGS: ConfigRecord({"berlin": "witch"})})) == {}
+
+
+def test_a_made_up_sketch_is_not_passed_on_and_counts_as_none():
+    answer = ConfigRecord({R.PROBE_DIGEST: "0" * 64, R.PROBE_SKETCH: [1.0, 2.0]})
+    claims = relay_hearing(RecordDict({R.PROBE: answer}))
+    assert dict(claims[3]) == {R.PROBE_DIGEST: "0" * 64}  # the relay flags NO_SKETCH then
 
 
 def seeded_models(count: int) -> list[dict[str, torch.Tensor]]:

@@ -31,7 +31,7 @@ from flowerbed import records as R
 from flowerbed.audit import ResidencyPolicy
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import FlowerbedError
-from flowerbed.honesty import SKETCH_SIZE
+from flowerbed.honesty import SKETCH_SIZE, valid_sketch
 from flowerbed.models import ModelSpec, build_model
 
 DECLARED_METRICS = frozenset(
@@ -168,14 +168,8 @@ def _probe_problems(record: ConfigRecord) -> Iterator[str]:
         isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
     ):
         yield "probe answer is not a single sha256 digest"
-    if R.PROBE_SKETCH in record:
-        numbers = record[R.PROBE_SKETCH]
-        if not (
-            isinstance(numbers, list)
-            and len(numbers) == SKETCH_SIZE
-            and all(isinstance(x, float) and np.isfinite(x) for x in numbers)
-        ):
-            yield f"probe sketch is not {SKETCH_SIZE} finite numbers"
+    if R.PROBE_SKETCH in record and valid_sketch(record[R.PROBE_SKETCH]) is None:
+        yield f"probe sketch is not {SKETCH_SIZE} finite numbers"
 
 
 def _flag_problems(record: ConfigRecord, instruction: Message) -> Iterator[str]:

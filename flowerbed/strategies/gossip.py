@@ -38,7 +38,7 @@ from flowerbed.audit import ResidencyPolicy
 from flowerbed.audit.entries import flag_fields
 from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
-from flowerbed.honesty import sketch
+from flowerbed.honesty import sketch, valid_sketch
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.registry import STRATEGIES
 from flowerbed.strategies.roll_call import Roll
@@ -235,7 +235,7 @@ class GossipRelay:
             reporter = self.names[position[reply.metadata.src_node_id]]
             answer = reply.content.config_records.get(R.PROBE)
             if answer is not None and R.PROBE_DIGEST in answer:
-                claims[position[reply.metadata.src_node_id]] = answer
+                claims[position[reply.metadata.src_node_id]] = _claim(answer)
             for peer, code in reply.content.config_records.get(R.FLAGS, {}).items():
                 reason = R.PEER_FLAGS.get(str(code))
                 if reason is None:  # a hostile site must not stop the relay with a made-up code
@@ -301,6 +301,16 @@ class GossipRelay:
                 f"round {server_round}: no site could train (every privacy budget is spent); "
                 "each site keeps its last model"
             )
+
+
+def _claim(answer: ConfigRecord) -> ConfigRecord:
+    """A site's probe answer as the relay passes it on: its digest, and its sketch only if it
+    is one (a made-up sketch is dropped, and the site is flagged for giving none)."""
+    claim = ConfigRecord({R.PROBE_DIGEST: str(answer[R.PROBE_DIGEST])})
+    sketched = valid_sketch(answer.get(R.PROBE_SKETCH))
+    if sketched is not None:
+        claim[R.PROBE_SKETCH] = sketched
+    return claim
 
 
 @STRATEGIES.register("gossip")
