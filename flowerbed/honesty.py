@@ -166,9 +166,10 @@ def valid_sketch(value: object) -> list[float] | None:
     return None
 
 
-def same_sketch(mine: list[float], claimed: list[float]) -> bool:
+def same_sketch(mine: list[float], claimed: object) -> bool:
     """Whether a sketch recomputed from a payload is the one its sender claimed (to float error)."""
-    return len(mine) == len(claimed) and bool(np.allclose(mine, claimed, rtol=1e-9, atol=1e-9))
+    numbers = valid_sketch(claimed)
+    return numbers is not None and bool(np.allclose(mine, numbers, rtol=1e-9, atol=1e-9))
 
 
 def only_mixed(sent: list[float], held: list[float], received: list[list[float]]) -> bool:

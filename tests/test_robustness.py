@@ -439,6 +439,7 @@ def test_a_gossip_payload_whose_sketch_is_not_the_one_claimed_is_flagged():
     digests = {peer: probe_digest(spec, state, 11) for peer, (_, state) in neighbours.items()}
     sketches = {peer: sketch(state, 0) for peer, (_, state) in neighbours.items()}
     sketches["b"] = sketch(trained_from(others[1], 0.01), 0)
+    sketches["c"] = ["nan"] * 64  # not a sketch at all: a mismatch, not a crash
     msg = SimpleNamespace(
         content=RecordDict(
             {
@@ -448,4 +449,4 @@ def test_a_gossip_payload_whose_sketch_is_not_the_one_claimed_is_flagged():
             }
         )
     )
-    assert check_neighbours(msg, spec, own, neighbours) == {"b": "mismatch"}
+    assert check_neighbours(msg, spec, own, neighbours) == {"b": "mismatch", "c": "mismatch"}

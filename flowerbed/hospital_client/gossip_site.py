@@ -232,7 +232,7 @@ def check_neighbours(
     flags = {}
     for index, (peer, state) in enumerate(zip(peers, states, strict=True)):
         if (peer in claims and probe_digest(spec, state, seed) != str(claims[peer])) or (
-            peer in sketches and not same_sketch(sketch(state, run_seed), list(sketches[peer]))
+            peer in sketches and not same_sketch(sketch(state, run_seed), sketches[peer])
         ):
             flags[peer] = "mismatch"
         elif index in random_models:
