@@ -243,7 +243,8 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         ("Messages and bytes per party", ["party", "country", "messages out", "bytes out",
          "messages in", "bytes in", "with", "chain"], party_rows),
         ("Kinds of payload that left each site (messages)", ["site", *categories], kind_rows),
-        ("Sites flagged by honesty checks (probe answers, update size)",
+        ("Sites flagged by honesty checks (probe answers, updates' size and direction, "
+         "gossip sketches)",
          ["round", "site", "why", "excluded from the aggregate"],
          [[str(f["round"]), f["site"], f["reason"], "yes" if f["excluded"] else "no"]
           for f in report.flagged]),
