@@ -35,12 +35,12 @@ from flwr.serverapp.strategy import Result
 
 from flowerbed import records as R
 from flowerbed.audit import ResidencyPolicy
-from flowerbed.audit.entries import flag_fields
 from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
 from flowerbed.honesty import sketch, valid_sketch
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.registry import STRATEGIES
+from flowerbed.strategies.reply_checks import record_flag
 from flowerbed.strategies.roll_call import Roll
 from flowerbed.strategies.topology import Topology, build_topology
 from flowerbed.strategies.training_check import TrainingCheck
@@ -246,7 +246,9 @@ class GossipRelay:
                         reporter,
                     )
                     continue
-                self._record_flag(grid, server_round - 1, peer, reason, reporter)
+                record_flag(
+                    grid, self.federation.run.honesty, server_round - 1, peer, reason, reporter
+                )
         return claims
 
     def _check_training(
@@ -276,19 +278,8 @@ class GossipRelay:
         flags = training.flag(delivered, sketches, refused)
         named = {self.names[site]: reason for site, reason in flags.items()}
         for site, reason in named.items():
-            self._record_flag(grid, server_round, site, reason)
+            record_flag(grid, self.federation.run.honesty, server_round, site, reason)
         return named
-
-    def _record_flag(
-        self, grid: Grid, server_round: int, site: str, reason: str, reporter: str | None = None
-    ) -> None:
-        """Log a flag on ``site`` and write it to the coordinator's ledger, with who raised it
-        (a neighbour, or the relay itself)."""
-        log(WARNING, "round %d: %s flagged %s: %s", server_round, reporter or "relay", site, reason)
-        ledger = getattr(grid, "ledger", None)
-        if ledger is not None:
-            excluded = self.federation.run.honesty == "exclude"
-            ledger.append(flag_fields(server_round, site, reason, excluded, reporter), sign=True)
 
     def _report_training(
         self, server_round: int, answered: set[int], train_rows: list[SiteRow]

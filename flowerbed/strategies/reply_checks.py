@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import math
 import random
+from logging import WARNING
 
 from flwr.app import ArrayRecord, Message
+from flwr.common.logger import log
+from flwr.serverapp import Grid
 
 from flowerbed import records as R
+from flowerbed.audit.entries import flag_fields
 from flowerbed.honesty import distance, far_out, probe_digest, unrelated
 from flowerbed.models import ModelSpec
 
@@ -70,3 +74,27 @@ def flag_replies(
                 f"its update is {far[index]:.0f}x the median site's: a random or scaled model"
             )
     return flags
+
+
+def record_flag(
+    grid: Grid,
+    honesty: str,
+    server_round: int,
+    site: str,
+    reason: str,
+    reporter: str | None = None,
+) -> None:
+    """Log a flag on ``site`` and write it to the coordinator's ledger (when the grid keeps
+    one), with who raised it: a gossip neighbour, or (None) the coordinator itself."""
+    log(
+        WARNING,
+        "round %d: %s flagged %s: %s",
+        server_round,
+        reporter or "coordinator",
+        site,
+        reason,
+    )
+    ledger = getattr(grid, "ledger", None)
+    if ledger is not None:
+        excluded = honesty == "exclude"
+        ledger.append(flag_fields(server_round, site, reason, excluded, reporter), sign=True)

@@ -20,11 +20,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
-from flowerbed.audit.entries import flag_fields
 from flowerbed.config import Federation, RunSettings
 from flowerbed.errors import RunStopped
 from flowerbed.strategies.observer import RoundObserver, SiteRow
-from flowerbed.strategies.reply_checks import flag_replies
+from flowerbed.strategies.reply_checks import flag_replies, record_flag
 from flowerbed.strategies.roll_call import Roll
 
 
@@ -87,12 +86,8 @@ class SiteAware:
             self._audit_draws,
         )  # fmt: skip
         named = {rows[index].site: reason for index, reason in flags.items()}
-        ledger = getattr(self._grid, "ledger", None)
         for site, reason in named.items():
-            log(WARNING, "round %d: site %s flagged: %s", server_round, site, reason)
-            if ledger is not None:
-                excluded = self.run.honesty == "exclude"
-                ledger.append(flag_fields(server_round, site, reason, excluded), sign=True)
+            record_flag(self._grid, self.run.honesty, server_round, site, reason)
         return named
 
     def aggregate_evaluate(
