@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -173,8 +174,11 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
         progress.console.print(_round_line(server_round, rows))
         progress.update(task, advance=1, description=f"round {server_round}/{run.rounds}")
 
-    with progress:
-        folder = run_simulation(federation, out, on_round=on_round)
+    # The bar starts once the inputs are checked, so an input error stands alone.
+    with ExitStack() as started:
+        folder = run_simulation(
+            federation, out, on_round=on_round, on_start=lambda: started.enter_context(progress)
+        )
     console.print(_site_table(federation, folder))
     verdict = json.loads((out / "report.json").read_text())["verdict"]
     console.print(f"audit: ledgers {verdict}; report in {out / 'report.html'}")

@@ -110,10 +110,13 @@ def simulate(
     federation: Federation,
     out: Path,
     on_round: Callable[[int, list[SiteRow]], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> RunFolder:
     """Train ``federation`` in simulation, writing the run folder ``out``.
 
-    ``on_round(round, rows)`` is called after each round (training and
+    ``on_start()`` is called once every check has passed, just before Ray
+    starts (a progress display begun earlier would stand above a one-line
+    input error); ``on_round(round, rows)`` is called after each round (training and
     evaluation) with every site's rows of that round. A gossip run's sites
     keep their models under ``out/sites/<site>/``, and ``out/consensus.csv``
     gets the true consensus distance per round (a simulation-only diagnostic).
@@ -127,6 +130,8 @@ def simulate(
     if federation.run.strategy == "gossip":
         folder.on_round = _with_consensus(federation, folder, on_round)
     config_file = folder.config_file.resolve()
+    if on_start is not None:
+        on_start()
     try:
         with _quiet_flower():
             run_simulation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from in_process_grid import InProcessGrid
 
 from flowerbed import records as R
+from flowerbed.cli import main
 from flowerbed.config import (
     Federation,
     PrivacySettings,
@@ -67,6 +69,22 @@ def train_instruction(server_round: int, rounds: int, schedule: str = "constant"
     )
     content = RecordDict({R.ARRAYS: ArrayRecord(model.state_dict()), R.CONFIG: config})
     return Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
+
+
+def flowerbed(monkeypatch, capsys, *arguments: str) -> tuple[int, str]:
+    """Run the ``flowerbed`` command in this process: (exit code, what it printed).
+
+    The same ``main`` the console script calls, without a fresh interpreter's
+    import time (seconds) per call; ``test_cli`` runs the console script itself once.
+    """
+    monkeypatch.setattr(sys, "argv", ["flowerbed", *arguments])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, " ".join((captured.out + captured.err).split())
 
 
 def site_context() -> Context:

@@ -1,4 +1,8 @@
-"""What a user sees when they get something wrong: one line, exit 1, no traceback."""
+"""What a user sees when they get something wrong: one line, exit 1, no traceback.
+
+The cases run ``main`` in this process (``conftest.flowerbed``); one runs the
+installed console script, so the real entry point is held to the same rule.
+"""
 
 import os
 import subprocess
@@ -6,11 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import flowerbed
+
+FLOWERBED = str(Path(sys.executable).parent / "flowerbed")
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from flowerbed.cli import main; main()", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=os.environ.copy())
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """A working folder holding a federation file with a bad country and one a policy splits."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.toml").write_text('[[sites]]\nname = "a"\ncountry = "EU"\n')
+    (tmp_path / "split.toml").write_text(
+        '[run]\nstrategy = "gossip"\ntopology = "complete"\n[residency]\nDE = ["DE"]\n'
+        '[[sites]]\nname = "a"\ncountry = "DE"\n[[sites]]\nname = "b"\ncountry = "FR"\n'
+    )
+    return tmp_path
 
 
 @pytest.mark.parametrize(
@@ -30,18 +44,15 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["split.toml"], "cuts the complete topology into 2 groups"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_nothing_starts(tmp_path, args, expected):
-    (tmp_path / "bad.toml").write_text('[[sites]]\nname = "a"\ncountry = "EU"\n')
-    (tmp_path / "split.toml").write_text(
-        '[run]\nstrategy = "gossip"\ntopology = "complete"\n[residency]\nDE = ["DE"]\n'
-        '[[sites]]\nname = "a"\ncountry = "DE"\n[[sites]]\nname = "b"\ncountry = "FR"\n'
-    )
-    result = run_cli("simulate", *args, "--out", "run", cwd=tmp_path)
-    assert result.returncode == 1
-    output = " ".join((result.stdout + result.stderr).split())
-    assert expected in output
-    assert "Traceback" not in output
-    assert not (tmp_path / "run").exists()
+def test_bad_input_is_one_clear_line_and_nothing_starts(
+    in_tmp, monkeypatch, capsys, args, expected
+):
+    code, said = flowerbed(monkeypatch, capsys, "simulate", *args, "--out", "run")
+    assert code == 1
+    assert expected in said
+    assert "Traceback" not in said
+    assert "starting Flower simulation" not in said  # no progress bar above the error
+    assert not (in_tmp / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -52,16 +63,29 @@ def test_bad_input_is_one_clear_line_and_nothing_starts(tmp_path, args, expected
         (["report", "nowhere", "--format", "pdf"], "--format pdf is not one of html, md, json"),
     ],
 )
-def test_audit_of_a_folder_that_is_no_run_is_one_clear_line(tmp_path, args, expected):
-    result = run_cli("audit", *args, cwd=tmp_path)
-    assert result.returncode == 1
-    assert expected in " ".join(result.stdout.split()) and "Traceback" not in result.stderr
+def test_audit_of_a_folder_that_is_no_run_is_one_clear_line(
+    in_tmp, monkeypatch, capsys, args, expected
+):
+    code, said = flowerbed(monkeypatch, capsys, "audit", *args)
+    assert code == 1
+    assert expected in said and "Traceback" not in said
 
 
-def test_an_existing_run_folder_is_not_overwritten(tmp_path):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.csv").write_text("round\n1\n")
-    result = run_cli("simulate", "--out", "run", cwd=tmp_path)
+def test_an_existing_run_folder_is_not_overwritten(in_tmp, monkeypatch, capsys):
+    (in_tmp / "run").mkdir()
+    (in_tmp / "run" / "metrics.csv").write_text("round\n1\n")
+    code, said = flowerbed(monkeypatch, capsys, "simulate", "--out", "run")
+    assert code == 1
+    assert "already holds a run" in said
+    assert (in_tmp / "run" / "metrics.csv").read_text() == "round\n1\n"
+
+
+def test_the_console_script_reports_a_mistake_in_one_line_and_exit_1(tmp_path):
+    result = subprocess.run(
+        [FLOWERBED, "simulate", "--data", "missing.npz", "--out", "run"],
+        cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(),
+    )  # fmt: skip
     assert result.returncode == 1
-    assert "already holds a run" in result.stdout
-    assert (tmp_path / "run" / "metrics.csv").read_text() == "round\n1\n"
+    assert "error: missing.npz: no such file" in " ".join(result.stdout.split())
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

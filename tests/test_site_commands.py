@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import sys
 
 import pytest
-from conftest import deployed_site_folder
+from conftest import deployed_site_folder, flowerbed
 from flwr.cli.build import build_fab_from_disk
 from loopback import free_port
 
-from flowerbed.cli import main
 from flowerbed.deployment.app_bundle import app_hash, write_app
 from flowerbed.deployment.certificates import make_certificates
 from flowerbed.deployment.site_folder import SiteFolder
-
-
-def flowerbed(monkeypatch, capsys, *arguments: str) -> tuple[int, str]:
-    """Run the ``flowerbed`` command in this process: (exit code, what it printed)."""
-    monkeypatch.setattr(sys, "argv", ["flowerbed", *arguments])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, " ".join(capsys.readouterr().out.split())
 
 
 def test_site_init_writes_a_site_folder_that_launch_accepts(tmp_path, monkeypatch, capsys):
