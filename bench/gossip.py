@@ -1,7 +1,8 @@
 """Gossip on ring, exponential and one-peer exponential graphs against FedAvg, same invocation.
 
 Usage: python bench/gossip.py [--sites 8 32] [--rounds 20] [--seeds 0] [--dp]
-                              [--lr-schedule constant|cosine] [--out bench/results/gossip.md]
+                              [--lr-schedule constant|cosine] [--runs fedavg exponential ...]
+                              [--out bench/results/gossip.md]
 
 PneumoniaMNIST split across N sites with Dirichlet(0.5) label skew, 1 local
 epoch per round, small CNN, Flower's simulation engine. For each run: mean
@@ -85,6 +86,13 @@ def main() -> None:
     parser.add_argument("--dp", action="store_true", help="DP-SGD at epsilon 8 per site")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="mean over these")
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=[topology or strategy for strategy, topology in RUNS],
+        choices=[topology or strategy for strategy, topology in RUNS],
+        help="which of FedAvg and the gossip graphs to run (FedAvg, the baseline, always runs)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gossip.md"))
     args = parser.parse_args()
     if not DATA.is_file():
@@ -97,6 +105,8 @@ def main() -> None:
     ):
         baseline = None
         for strategy, topology in RUNS:
+            if strategy != "fedavg" and topology not in args.runs:
+                continue
             seeded = [run(strategy, topology, sites, args, s) for s in args.seeds]
             result = {
                 key: statistics.mean(r[key] for r in seeded)
@@ -120,6 +130,8 @@ def main() -> None:
     seeds = " ".join(map(str, args.seeds))
     dp = "DP-SGD epsilon 8" if args.dp else "no DP"
     options = f"{' --dp' if args.dp else ''} --lr-schedule {args.lr_schedule}"
+    if len(args.runs) < len(RUNS):
+        options += f" --runs {' '.join(args.runs)}"
     write_table(
         args.out,
         f"PneumoniaMNIST, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, small CNN, {dp}, "
