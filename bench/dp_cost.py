@@ -27,7 +27,7 @@ from flowerbed.hospital_client.training import DPPlan, TrainPlan, train
 from flowerbed.models import MODELS, ModelSpec, build_model
 from flowerbed.privacy import PrivacyAccount
 
-STEPS = {"small-cnn": 60, "resnet10": 12, "resnet18": 8, "densenet121": 6}
+STEPS = {"small-cnn": 60, "small-cnn-tanh": 60, "resnet10": 12, "resnet18": 8, "densenet121": 6}
 
 
 def images(count: int) -> ImageSet:

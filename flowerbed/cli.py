@@ -52,7 +52,10 @@ def simulate(
         str | None, typer.Option(help="synthetic, synthetic-3d, .npz or CSV manifest")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="small-cnn, densenet121, resnet10, resnet18")
+        str | None,
+        typer.Option(
+            help="small-cnn, small-cnn-tanh (the default under DP), densenet121, resnet10, resnet18"
+        ),
     ] = None,
     strategy: Annotated[
         str | None,

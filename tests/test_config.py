@@ -45,6 +45,18 @@ def test_embedded_default_is_four_hospitals_in_two_countries():
     assert federation.data.source == "synthetic"
 
 
+@pytest.mark.parametrize(
+    ("dp", "model", "optimizer", "rate"),
+    [(True, "small-cnn-tanh", "sgd", 0.04), (False, "small-cnn", "adam", 0.001)],
+)
+def test_training_defaults_follow_dp_unless_the_user_chose(dp, model, optimizer, rate):
+    federation = load_federation(None, {"privacy": {"enabled": dp}})
+    assert (federation.run.model, federation.run.optimizer) == (model, optimizer)
+    assert federation.run.learning_rate == rate
+    chosen = load_federation(None, {"privacy": {"enabled": dp}, "run": {"model": "resnet10"}})
+    assert chosen.run.model == "resnet10"
+
+
 def test_federation_file_is_read_and_country_normalised(tmp_path):
     federation = load_federation(write(tmp_path, GOOD))
     assert federation.run.strategy == "fedprox"

@@ -31,6 +31,11 @@ def _small_cnn(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Mod
     return SmallCNN(spatial_dims, in_channels, out_channels)
 
 
+@MODELS.register("small-cnn-tanh")
+def _small_cnn_tanh(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    return SmallCNN(spatial_dims, in_channels, out_channels, activation="tanh")
+
+
 @MODELS.register("densenet121")
 def _densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
     return DenseNet121(

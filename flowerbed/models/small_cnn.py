@@ -11,28 +11,36 @@ class SmallCNN(nn.Sequential):
 
     Built from MONAI's layer factories so one class serves ``spatial_dims`` 2
     and 3. GroupNorm (per sample, so DP-SGD can use it) makes the first rounds
-    count; no in-place ops, so Opacus needs nothing fixed.
+    count; no in-place ops, so Opacus needs nothing fixed. ``activation`` is a
+    MONAI ``Act`` name: ``relu``, or ``tanh`` for DP-SGD, whose bounded
+    activations keep per-example gradients small, so clipping throws less of
+    them away (tempered sigmoids, Papernot et al. 2021).
     """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, width: int = 16
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        width: int = 16,
+        activation: str = "relu",
     ) -> None:
         conv = Conv[Conv.CONV, spatial_dims]
         pool = Pool[Pool.MAX, spatial_dims]
         adaptive = Pool[Pool.ADAPTIVEAVG, spatial_dims]
-        relu = Act[Act.RELU]
+        act = Act[activation]
         super().__init__(
             conv(in_channels, width, kernel_size=3, padding=1),
             nn.GroupNorm(4, width),
-            relu(),
+            act(),
             pool(2),
             conv(width, 2 * width, kernel_size=3, padding=1),
             nn.GroupNorm(4, 2 * width),
-            relu(),
+            act(),
             pool(2),
             adaptive(4),
             nn.Flatten(),
             nn.Linear(2 * width * 4**spatial_dims, 64),
-            relu(),
+            act(),
             nn.Linear(64, out_channels),
         )
