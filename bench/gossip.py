@@ -41,6 +41,7 @@ RUNS = [
     ("gossip", "exponential"),
     ("gossip", "one-peer-exponential"),
 ]
+RUN_NAMES = [topology or strategy for strategy, topology in RUNS]  # what --runs names
 
 
 def run(strategy: str, topology: str | None, sites: int, args, seed: int) -> dict:
@@ -89,8 +90,8 @@ def main() -> None:
     parser.add_argument(
         "--runs",
         nargs="+",
-        default=[topology or strategy for strategy, topology in RUNS],
-        choices=[topology or strategy for strategy, topology in RUNS],
+        default=RUN_NAMES,
+        choices=RUN_NAMES,
         help="which of FedAvg and the gossip graphs to run (FedAvg, the baseline, always runs)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gossip.md"))
