@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from monai.networks.nets import resnet10
@@ -7,8 +9,10 @@ from torch.nn import functional as F
 
 from flowerbed.datasets import ImageSet
 from flowerbed.errors import ModelError
-from flowerbed.hospital_client.training import predict
+from flowerbed.hospital_client import training
+from flowerbed.hospital_client.training import TrainPlan, predict, train
 from flowerbed.models import MODELS, ModelSpec, build_model, make_dp_safe, preflight
+from flowerbed.privacy import PrivacyAccount
 
 
 def sample_shape(name: str, spatial_dims: int) -> tuple[int, ...]:
@@ -63,6 +67,44 @@ def test_per_sample_gradients_stay_right_after_a_channels_last_evaluation(name):
             param.grad_sample, expected[param_name], atol=1e-4, rtol=1e-3, msg=param_name
         )
     wrapped._close()
+
+
+@pytest.fixture
+def double_precision():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_plain_training_runs_channels_last_to_the_model_the_default_layout_gives(
+    spatial_dims, monkeypatch, double_precision
+):
+    """Without DP a site trains channels-last for speed: the model it sends must be
+    the one the default layout gives, handed back in the default layout. In double
+    precision, so that only a different computation could tell them apart (float32
+    rounding alone differs by 2e-4 after five steps)."""
+    images = torch.rand(40, 1, *[16] * spatial_dims, generator=torch.Generator().manual_seed(0))
+    data = ImageSet(images.numpy(), (torch.arange(40) % 2).numpy())
+    plan = TrainPlan(epochs=1, batch_size=8, learning_rate=0.05)
+    torch.manual_seed(0)
+    start = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2))
+
+    def trained() -> nn.Module:
+        model = copy.deepcopy(start)
+        train(model, data, 2, plan, PrivacyAccount(), seed=3)
+        return model
+
+    fast = trained()
+    monkeypatch.setattr(training, "CHANNELS_LAST", {})
+    default = trained()
+    assert all(p.is_contiguous() for p in fast.parameters())
+    for name, tensor in fast.state_dict().items():
+        torch.testing.assert_close(tensor, default.state_dict()[name], atol=1e-12, rtol=1e-9)
+        assert name.endswith("num_batches_tracked") or not torch.equal(
+            tensor, start.state_dict()[name]
+        )
 
 
 def test_stock_monai_resnet_breaks_under_opacus_and_ours_does_not():

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +93,23 @@ def train(
 
     Under DP the steps taken are appended to ``account``. The scores cost no
     extra pass: they come from the logits each training batch produced.
+    Without DP the model trains channels-last (``fast_layout``): the small
+    CNN's epoch on 400 images, one thread, 129 -> 96 ms. Under DP it cannot:
+    Opacus 1.6's per-sample gradients are wrong in that layout.
     """
+    with fast_layout(model, data.images.ndim, enabled=plan.dp is None) as layout:
+        return _train(model, data, num_classes, plan, account, seed, layout)
+
+
+def _train(
+    model: nn.Module,
+    data: ImageSet,
+    num_classes: int,
+    plan: TrainPlan,
+    account: PrivacyAccount,
+    seed: int,
+    layout: torch.memory_format,
+) -> Scores:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     loader = DataLoader(
@@ -116,7 +134,7 @@ def train(
     for _ in range(plan.epochs):
         for images, labels in loader:
             optimizer.zero_grad(set_to_none=True)
-            logits = trainee(images)
+            logits = trainee(images.contiguous(memory_format=layout))
             F.cross_entropy(logits, labels).backward()
             optimizer.step()
             if anchor is not None:
@@ -177,29 +195,38 @@ def _sample(data: ImageSet, size: int) -> ImageSet:
 def predict(model: nn.Module, *sets: ImageSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Logits of ``model`` on every example of each of ``sets``, with the labels.
 
-    Runs channels-last, where CPU max-pooling is several times faster (64
-    images through the small CNN, one thread: 14.6 -> 5.2 ms); evaluation
-    passes over a site's test and training data every round. The model is
-    handed back in the default layout: Opacus 1.6's per-sample gradients are
-    wrong for channels-last 2D convolutions (0.31 off for the small CNN), and
-    a gossip site trains, under DP, the model it has just evaluated. Training
-    therefore stays in the default layout too.
+    Runs channels-last (``fast_layout``): evaluation passes over a site's
+    test and training data every round. Batches are slices of the arrays,
+    not a ``DataLoader``'s per-example fetches.
     """
     model.eval()
-    layout = CHANNELS_LAST.get(sets[0].images.ndim, torch.contiguous_format)
-    model.to(memory_format=layout)
-    try:
+    with fast_layout(model, sets[0].images.ndim) as layout:
         return [_logits(model, data, layout) for data in sets]
-    finally:
-        model.to(memory_format=torch.contiguous_format)
 
 
 def _logits(
     model: nn.Module, data: ImageSet, layout: torch.memory_format
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = DataLoader(data.as_torch(), batch_size=EVAL_BATCH)
-    logits, labels = zip(
-        *[(model(images.contiguous(memory_format=layout)), target) for images, target in loader],
-        strict=True,
+    images = torch.from_numpy(data.images).split(EVAL_BATCH)
+    logits = [model(batch.contiguous(memory_format=layout)) for batch in images]
+    return torch.cat(logits), torch.from_numpy(data.labels)
+
+
+@contextmanager
+def fast_layout(model: nn.Module, ndim: int, enabled: bool = True) -> Iterator[torch.memory_format]:
+    """Run ``model`` channels-last, where CPU max-pooling is several times faster.
+
+    64 images through the small CNN, one thread: 14.6 -> 5.2 ms. Yields the
+    layout its inputs must take (the default one when not ``enabled``). The
+    model is handed back in the default layout: Opacus 1.6's per-sample
+    gradients are wrong for channels-last 2D convolutions (0.31 off for the
+    small CNN), and a site may train under DP the model it has just evaluated.
+    """
+    layout = (
+        CHANNELS_LAST.get(ndim, torch.contiguous_format) if enabled else torch.contiguous_format
     )
-    return torch.cat(logits), torch.cat(labels)
+    model.to(memory_format=layout)
+    try:
+        yield layout
+    finally:
+        model.to(memory_format=torch.contiguous_format)
