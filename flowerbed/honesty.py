@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord
-from torch import nn
 
 from flowerbed import records as R
-from flowerbed.models.factory import ModelSpec, build_model
+from flowerbed.models.factory import ModelSpec, reading_network
 
 FAR_FACTOR = 5.0  # an update this many times the median one is out of line
 # Cosine similarity to the model a site started from, below which it cannot have trained
@@ -51,20 +49,10 @@ def probe_batch(spec: ModelSpec, seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=generator)
 
 
-@lru_cache(maxsize=4)
-def _probe_network(spec: ModelSpec) -> nn.Module:
-    """One network per spec and process, loaded with each state in turn.
-
-    Building a network costs about as much as answering the probe, and a
-    site answers one every round (the coordinator checks a share of them).
-    """
-    return build_model(spec).eval()
-
-
 @torch.no_grad()
 def probe_digest(spec: ModelSpec, state: dict[str, torch.Tensor], seed: int) -> str:
     """The answer a model with parameters ``state`` gives to the probe of ``seed``."""
-    model = _probe_network(spec)
+    model = reading_network(spec)
     model.load_state_dict(state)
     outputs = model(probe_batch(spec, seed)).numpy()
     rounded = np.round(outputs.astype(np.float64), DECIMALS) + 0.0  # -0.0 and 0.0 alike

@@ -29,7 +29,7 @@ from flowerbed.hospital_client.training import (
     steps_per_epoch,
     train,
 )
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.models import ModelSpec, build_model, reading_network
 from flowerbed.privacy import BudgetExhausted, PrivacyAccount, plan_noise
 from flowerbed.privacy.accounting import STATE_KEY
 
@@ -137,7 +137,8 @@ def evaluate_round(
 ) -> RecordDict:
     """Scores of the received model on this site's held-out test split."""
     data = site_data(federation, site)
-    model = _model_from(msg)
+    model = reading_network(spec_of(msg.content[R.CONFIG]))
+    model.load_state_dict(msg.content[R.ARRAYS].to_torch_state_dict())
     return site_reply(site, test_metrics(model, context, federation, site, data))
 
 

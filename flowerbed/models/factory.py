@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from monai.networks.nets import DenseNet121, resnet10, resnet18
 from torch import nn
@@ -61,3 +62,16 @@ def build_model(spec: ModelSpec) -> nn.Module:
     """A fresh, DP-safe network for ``spec`` (same seed, same initial weights)."""
     builder = MODELS.get(spec.name)
     return make_dp_safe(builder(spec.spatial_dims, spec.in_channels, spec.out_channels))
+
+
+@lru_cache(maxsize=4)
+def reading_network(spec: ModelSpec) -> nn.Module:
+    """One network per spec and process, for work that only reads models; load a state first.
+
+    Evaluation and probe answers run each received model once and never
+    train it, so they load its state into this one instead of building a
+    network per message: building the small CNN costs about as much as
+    answering the probe (2 ms), and a site does both every round. Nothing
+    may keep it across a call that loads another state.
+    """
+    return build_model(spec).eval()
