@@ -1,16 +1,22 @@
 """DP-SGD cost per factory model: flowerbed's DP step and raw Opacus's, each over plain.
 
-Usage: python bench/dp_cost.py [--batch 32] [--out bench/results/dp_cost.md]
+Usage: python bench/dp_cost.py [--batch 32] [--repeats 3] [--out bench/results/dp_cost.md]
 
-Each model trains on random 2D images (1 x 32 x 32, 2 classes) through
+Each model trains on random 2D images (1 x 32 x 32, 2 classes) through a
+bare PyTorch loop (plain: the network, SGD, nothing else), through
 flowerbed's own ``train`` with and without DP, and through a bare Opacus
 loop (PrivacyEngine.make_private, nothing of flowerbed but the network), all
-in this one invocation so machine noise hits every column alike.
+in this one invocation so machine noise hits every column alike. Each
+figure is the median of ``--repeats`` timings, taken in turn: one timing of
+one model moved its ratio by 0.4x between runs on this machine. flowerbed's
+plain step runs channels-last (see ``training.train``); DP cannot, so its
+ratio is taken over the bare loop's default layout, as raw Opacus's is.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -45,6 +51,13 @@ def flowerbed_step(name: str, data: ImageSet, batch: int, dp: bool) -> float:
     return (time.perf_counter() - start) / -(-len(data) // batch)
 
 
+def plain_step(name: str, data: ImageSet, batch: int) -> float:
+    model = build_model(ModelSpec(name, 2, 1, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = DataLoader(data.as_torch(), batch_size=batch, shuffle=True)
+    return _timed_epoch(model, optimizer, loader)
+
+
 def raw_opacus_step(name: str, data: ImageSet, batch: int) -> float:
     model = build_model(ModelSpec(name, 2, 1, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -56,6 +69,11 @@ def raw_opacus_step(name: str, data: ImageSet, batch: int) -> float:
         noise_multiplier=1.0,
         max_grad_norm=1.0,
     )
+    return _timed_epoch(model, optimizer, loader)
+
+
+def _timed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader) -> float:
+    """Seconds per step of one epoch over ``loader``."""
     start = time.perf_counter()
     for x, y in loader:
         optimizer.zero_grad()
@@ -64,32 +82,50 @@ def raw_opacus_step(name: str, data: ImageSet, batch: int) -> float:
     return (time.perf_counter() - start) / len(loader)
 
 
+def median_steps(name: str, batch: int, repeats: int) -> dict[str, float]:
+    """Median seconds per step of each way of training ``name``, the ways timed in turn."""
+    data = images(STEPS[name] * batch)
+    flowerbed_step(name, images(2 * batch), batch, dp=True)  # warm-up
+    ways = {
+        "plain": lambda: plain_step(name, data, batch),
+        "flowerbed plain": lambda: flowerbed_step(name, data, batch, dp=False),
+        "flowerbed DP": lambda: flowerbed_step(name, data, batch, dp=True),
+        "raw Opacus": lambda: raw_opacus_step(name, data, batch),
+    }
+    timings: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, step in ways.items():
+            timings[way].append(step())
+    return {way: statistics.median(times) for way, times in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results/dp_cost.md"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     rows = []
     for name in MODELS.names():
-        data = images(STEPS[name] * args.batch)
-        flowerbed_step(name, images(2 * args.batch), args.batch, dp=True)  # warm-up
-        plain = flowerbed_step(name, data, args.batch, dp=False)
-        ours = flowerbed_step(name, data, args.batch, dp=True)
-        raw = raw_opacus_step(name, data, args.batch)
+        step = median_steps(name, args.batch, args.repeats)
+        plain, ours, raw = step["plain"], step["flowerbed DP"], step["raw Opacus"]
         rows.append(
-            f"| {name} | {plain * 1e3:.1f} | {ours * 1e3:.1f} | {ours / plain:.2f}x "
+            f"| {name} | {plain * 1e3:.1f} | {step['flowerbed plain'] * 1e3:.1f} "
+            f"| {ours * 1e3:.1f} | {ours / plain:.2f}x "
             f"| {raw * 1e3:.1f} | {raw / plain:.2f}x | {ours / raw:.2f} |"
         )
         print(rows[-1], flush=True)
     write_table(
         args.out,
         f"DP-SGD step cost, batch {args.batch}, 1x32x32 images, "
-        f"{torch.get_num_threads()} threads (`python bench/dp_cost.py`)",
+        f"{torch.get_num_threads()} threads, median of {args.repeats} "
+        f"(`python bench/dp_cost.py --repeats {args.repeats}`)",
         [
             "model",
             "plain ms/step",
+            "flowerbed plain ms/step",
             "flowerbed DP ms/step",
             "flowerbed DP / plain",
             "raw Opacus ms/step",
