@@ -49,7 +49,7 @@ def test_per_sample_gradients_match_autograd(name, spatial_dims):
     wrapped._close()
 
 
-@pytest.mark.parametrize("name", ["small-cnn", "resnet10"])
+@pytest.mark.parametrize("name", ["small-cnn", "small-cnn-tanh"])
 def test_per_sample_gradients_stay_right_after_a_channels_last_evaluation(name):
     """Evaluation runs channels-last for speed, where Opacus 1.6's per-sample gradients
     are wrong (measured: 0.31 off for the small CNN). A site evaluates its model and
