@@ -1,13 +1,21 @@
 """flowerbed's simulation wall time against the plain Flower app, same invocation.
 
-Usage: python bench/overhead.py [--sites 4] [--rounds 1 5] [--out bench/results/overhead.md]
+Usage: python bench/overhead.py [--sites 4] [--rounds 21] [--repeats 1]
+                                [--out bench/results/overhead.md]
 
 Both run FedAvg without DP on the synthetic default with the small CNN and
 the same optimiser (SGD, momentum 0.9), batch size, learning rate and rounds,
-on Flower's simulation engine with one CPU per virtual SuperNode. Each app
-runs twice, at two round counts; the difference is the time per round
-(start-up cancels out, and is shown apart), and the ratio is flowerbed's per
-round over plain Flower's.
+on Flower's simulation engine with one CPU per virtual SuperNode. Each round
+ends when its evaluation is aggregated; a round's time is the time between
+two such ends, and each app's figure is the mean over its rounds after the
+first (``--repeats`` alternates the apps and pools their rounds). Timing
+rounds inside a run keeps a slow spell of this shared machine from moving a
+whole figure: the difference of two whole runs, used before, put the plain
+app's round at 1000 sites at 54 s one day and 91 s another. Not the
+median: Flower's simulation grid polls for replies every 0.1 s, so a round
+of half a second takes one of a few whole steps, and a median jumps between
+them. Start-up is the time to the end of the first round less one round.
+The ratio is flowerbed's round over plain Flower's.
 Peak memory is the sum of resident memory of this process and its children
 (Ray workers) sampled every 0.5 s.
 """
@@ -17,16 +25,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 from plain_flower_app import make_apps
-from report import per_round_and_start_up, write_table
+from report import write_table
 
 from flowerbed.config import default_sites, load_federation
 from flowerbed.simulation import backend_config, simulate
@@ -73,12 +84,52 @@ def _tree_rss_bytes(root: int) -> int:
     return total
 
 
-def timed(run) -> tuple[float, float]:
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        run()
-        elapsed = time.perf_counter() - start
-    return elapsed, memory.peak / 2**30
+class RoundClock:
+    """When each round of a run ends: its evaluation aggregated, timed in this process.
+
+    Both apps aggregate with Flower's ``FedAvg`` (flowerbed's strategy mixes
+    its site reporting in front and calls it), and the simulation runs the
+    ServerApp in a thread of this process, so one patch times both alike.
+    """
+
+    def __enter__(self) -> RoundClock:
+        self.start, self.ends = time.perf_counter(), []
+        self._original = original = FedAvg.aggregate_evaluate
+
+        def timed(strategy, *args, **kwargs):
+            result = original(strategy, *args, **kwargs)
+            self.ends.append(time.perf_counter())
+            return result
+
+        FedAvg.aggregate_evaluate = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        FedAvg.aggregate_evaluate = self._original
+
+    def rounds(self) -> list[float]:
+        """Seconds each round after the first took."""
+        return [later - earlier for earlier, later in zip(self.ends, self.ends[1:], strict=False)]
+
+
+@dataclass
+class Timing:
+    """One app's rounds (pooled over repeats), start-ups, whole-run walls and peak memory."""
+
+    rounds: list[float] = field(default_factory=list)
+    start_ups: list[float] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
+    peak_gb: float = 0.0
+
+    def add(self, run) -> None:
+        with PeakMemory() as memory, RoundClock() as clock:
+            run()
+            wall = time.perf_counter() - clock.start
+        per_round = statistics.mean(clock.rounds())
+        self.rounds += clock.rounds()
+        self.start_ups.append(clock.ends[0] - clock.start - per_round)
+        self.walls.append(wall)
+        self.peak_gb = max(self.peak_gb, memory.peak / 2**30)
 
 
 def run_plain(sites: int, rounds: int) -> None:
@@ -107,36 +158,36 @@ def run_flowerbed(sites: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--rounds", type=int, nargs=2, default=[1, 5])
+    parser.add_argument("--rounds", type=int, default=21, help="at least 2")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results/overhead.md"))
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2: a round's time is between two round ends")
     warnings.filterwarnings("ignore")
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    few, many = sorted(args.rounds)
-    walls: dict[str, dict[int, float]] = {"plain Flower": {}, "flowerbed": {}}
-    peaks: dict[str, float] = {}
-    for app, run in (("plain Flower", run_plain), ("flowerbed", run_flowerbed)):
-        for rounds in (few, many):
-            walls[app][rounds], peak = timed(partial(run, args.sites, rounds))
-            peaks[app] = max(peaks.get(app, 0.0), peak)
-            print(f"{app}, {rounds} rounds: {walls[app][rounds]:.1f} s", flush=True)
-    split = {app: per_round_and_start_up(w) for app, w in walls.items()}
+    timings = {"plain Flower": Timing(), "flowerbed": Timing()}
+    for _ in range(args.repeats):
+        for app, run in (("plain Flower", run_plain), ("flowerbed", run_flowerbed)):
+            timings[app].add(partial(run, args.sites, args.rounds))
+            print(f"{app}: rounds took {[round(r, 2) for r in timings[app].rounds]} s", flush=True)
+    per_round = {app: statistics.mean(t.rounds) for app, t in timings.items()}
     rows = [
-        f"| {app} | {walls[app][few]:.1f} | {walls[app][many]:.1f} | {rate:.2f} | "
-        f"{once:.1f} | {peaks[app]:.2f} |"
-        for app, (rate, once) in split.items()
+        f"| {app} | {statistics.median(t.walls):.1f} | {per_round[app]:.2f} | "
+        f"{len(t.rounds)} | {statistics.median(t.start_ups):.1f} | {t.peak_gb:.2f} |"
+        for app, t in timings.items()
     ]
-    ratio = split["flowerbed"][0] / split["plain Flower"][0]
-    memory = peaks["flowerbed"] / peaks["plain Flower"]
+    ratio = per_round["flowerbed"] / per_round["plain Flower"]
+    memory = timings["flowerbed"].peak_gb / timings["plain Flower"].peak_gb
+    repeats = f" --repeats {args.repeats}" if args.repeats > 1 else ""
     write_table(
         args.out,
-        f"Simulation, FedAvg no DP, small CNN, synthetic, {args.sites} sites "
-        f"(`python bench/overhead.py --sites {args.sites} --rounds {few} {many} "
-        f"--out {args.out}`)",
-        ["app", f"wall s, {few} round(s)", f"wall s, {many} rounds", "s per round",
-         "start-up s", "peak RSS GB"],
-        [*rows, f"| ratio | | | {ratio:.2f}x | | {memory:.2f}x |"],
-    )  # fmt: skip
+        f"Simulation, FedAvg no DP, small CNN, synthetic, {args.sites} sites, {args.rounds} "
+        f"rounds (`python bench/overhead.py --sites {args.sites} --rounds {args.rounds}"
+        f"{repeats} --out {args.out}`)",
+        ["app", "wall s", "s per round", "rounds timed", "start-up s", "peak RSS GB"],
+        [*rows, f"| ratio | | {ratio:.2f}x | | | {memory:.2f}x |"],
+    )
 
 
 if __name__ == "__main__":
