@@ -196,8 +196,8 @@ def predict(model: nn.Module, *sets: ImageSet) -> list[tuple[torch.Tensor, torch
     """Logits of ``model`` on every example of each of ``sets``, with the labels.
 
     Runs channels-last where that is faster (``fast_layout``): evaluation
-    passes over a site's test and training data every round. Batches are slices of the arrays,
-    not a ``DataLoader``'s per-example fetches.
+    passes over a site's test and training data every round. Batches are
+    slices of the arrays, not a ``DataLoader``'s per-example fetches.
     """
     model.eval()
     with fast_layout(model, sets[0].images.ndim) as layout:
