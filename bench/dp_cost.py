@@ -51,17 +51,19 @@ def flowerbed_step(name: str, data: ImageSet, batch: int, dp: bool) -> float:
     return (time.perf_counter() - start) / -(-len(data) // batch)
 
 
-def plain_step(name: str, data: ImageSet, batch: int) -> float:
+def bare_loop(name: str, data: ImageSet, batch: int) -> tuple:
+    """The network, SGD and a shuffling loader: nothing of flowerbed's training."""
     model = build_model(ModelSpec(name, 2, 1, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = DataLoader(data.as_torch(), batch_size=batch, shuffle=True)
-    return _timed_epoch(model, optimizer, loader)
+    return model, optimizer, DataLoader(data.as_torch(), batch_size=batch, shuffle=True)
+
+
+def plain_step(name: str, data: ImageSet, batch: int) -> float:
+    return _timed_epoch(*bare_loop(name, data, batch))
 
 
 def raw_opacus_step(name: str, data: ImageSet, batch: int) -> float:
-    model = build_model(ModelSpec(name, 2, 1, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = DataLoader(data.as_torch(), batch_size=batch, shuffle=True)
+    model, optimizer, loader = bare_loop(name, data, batch)
     model, optimizer, loader = PrivacyEngine().make_private(
         module=model,
         optimizer=optimizer,

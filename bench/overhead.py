@@ -125,9 +125,9 @@ class Timing:
         with PeakMemory() as memory, RoundClock() as clock:
             run()
             wall = time.perf_counter() - clock.start
-        per_round = statistics.mean(clock.rounds())
-        self.rounds += clock.rounds()
-        self.start_ups.append(clock.ends[0] - clock.start - per_round)
+        rounds = clock.rounds()
+        self.rounds += rounds
+        self.start_ups.append(clock.ends[0] - clock.start - statistics.mean(rounds))
         self.walls.append(wall)
         self.peak_gb = max(self.peak_gb, memory.peak / 2**30)
 
