@@ -16,8 +16,9 @@ median: Flower's simulation grid polls for replies every 0.1 s, so a round
 of half a second takes one of a few whole steps, and a median jumps between
 them. Start-up is the time to the end of the first round less one round.
 The ratio is flowerbed's round over plain Flower's.
-Peak memory is the sum of resident memory of this process and its children
-(Ray workers) sampled every 0.5 s.
+Peak memory is the sum over this process and its children (Ray workers),
+sampled every 0.5 s, of PSS (the target's measure; the ratio is of PSS) and
+of RSS (which counts a page the workers share once per worker).
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ PLAIN_LEARNING_RATE = 0.01  # both apps: SGD with momentum 0.9 at this rate, bat
 
 
 class PeakMemory:
-    """Peak total RSS of this process tree, sampled in a thread (no psutil needed)."""
+    """Peak total PSS and RSS of this process tree, sampled in a thread (no psutil needed).
+
+    PSS (proportional set size) is the target's measure: it splits each page
+    shared by Ray's workers among them, where RSS counts it once per worker.
+    """
 
     def __enter__(self) -> PeakMemory:
-        self.peak, self._stop = 0, threading.Event()
+        self.peak_pss, self.peak_rss, self._stop = 0, 0, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -60,10 +65,12 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            pss, rss = _tree_memory_bytes(os.getpid())
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
 
 
-def _tree_rss_bytes(root: int) -> int:
+def _tree_memory_bytes(root: int) -> tuple[int, int]:
+    """Summed PSS and RSS of ``root`` and its descendants, from ``/proc/PID/smaps_rollup``."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -72,16 +79,19 @@ def _tree_rss_bytes(root: int) -> int:
             except OSError:
                 continue
             children.setdefault(int(stat[1]), []).append(int(entry.name))
-    total, todo = 0, [root]
+    totals, todo = {"Pss:": 0, "Rss:": 0}, [root]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         try:
-            pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
         except OSError:
             continue
-        total += pages * os.sysconf("SC_PAGE_SIZE")
-    return total
+        for line in lines:
+            field_name, *value = line.split()
+            if field_name in totals:
+                totals[field_name] += int(value[0]) * 1024  # kB
+    return totals["Pss:"], totals["Rss:"]
 
 
 class RoundClock:
@@ -119,7 +129,8 @@ class Timing:
     rounds: list[float] = field(default_factory=list)
     start_ups: list[float] = field(default_factory=list)
     walls: list[float] = field(default_factory=list)
-    peak_gb: float = 0.0
+    peak_pss_gb: float = 0.0
+    peak_rss_gb: float = 0.0
 
     def add(self, run) -> None:
         with PeakMemory() as memory, RoundClock() as clock:
@@ -129,7 +140,8 @@ class Timing:
         self.rounds += rounds
         self.start_ups.append(clock.ends[0] - clock.start - statistics.mean(rounds))
         self.walls.append(wall)
-        self.peak_gb = max(self.peak_gb, memory.peak / 2**30)
+        self.peak_pss_gb = max(self.peak_pss_gb, memory.peak_pss / 2**30)
+        self.peak_rss_gb = max(self.peak_rss_gb, memory.peak_rss / 2**30)
 
 
 def run_plain(sites: int, rounds: int) -> None:
@@ -174,19 +186,28 @@ def main() -> None:
     per_round = {app: statistics.mean(t.rounds) for app, t in timings.items()}
     rows = [
         f"| {app} | {statistics.median(t.walls):.1f} | {per_round[app]:.2f} | "
-        f"{len(t.rounds)} | {statistics.median(t.start_ups):.1f} | {t.peak_gb:.2f} |"
+        f"{len(t.rounds)} | {statistics.median(t.start_ups):.1f} | "
+        f"{t.peak_pss_gb:.2f} | {t.peak_rss_gb:.2f} |"
         for app, t in timings.items()
     ]
     ratio = per_round["flowerbed"] / per_round["plain Flower"]
-    memory = timings["flowerbed"].peak_gb / timings["plain Flower"].peak_gb
+    memory = timings["flowerbed"].peak_pss_gb / timings["plain Flower"].peak_pss_gb
     repeats = f" --repeats {args.repeats}" if args.repeats > 1 else ""
     write_table(
         args.out,
         f"Simulation, FedAvg no DP, small CNN, synthetic, {args.sites} sites, {args.rounds} "
         f"rounds (`python bench/overhead.py --sites {args.sites} --rounds {args.rounds}"
         f"{repeats} --out {args.out}`)",
-        ["app", "wall s", "s per round", "rounds timed", "start-up s", "peak RSS GB"],
-        [*rows, f"| ratio | | {ratio:.2f}x | | | {memory:.2f}x |"],
+        [
+            "app",
+            "wall s",
+            "s per round",
+            "rounds timed",
+            "start-up s",
+            "peak PSS GB",
+            "peak RSS GB",
+        ],
+        [*rows, f"| ratio | | {ratio:.2f}x | | | {memory:.2f}x | |"],
     )
 
 

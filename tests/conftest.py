@@ -23,6 +23,7 @@ from flowerbed.config import (
 )
 from flowerbed.deployment.site_folder import SiteConfig, SiteFolder, SitePolicy, create_site_folder
 from flowerbed.hospital_client.app import make_client_app
+from flowerbed.hospital_client.site_round import train_round
 from flowerbed.models import ModelSpec, build_model
 from flowerbed.run_folder import RunFolder
 from flowerbed.server_app import coordinate
@@ -69,6 +70,17 @@ def train_instruction(server_round: int, rounds: int, schedule: str = "constant"
     )
     content = RecordDict({R.ARRAYS: ArrayRecord(model.state_dict()), R.CONFIG: config})
     return Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
+
+
+def replies_for(
+    federation: Federation, contexts: list[Context], server_round: int
+) -> list[Message]:
+    """Each site's real reply to a train instruction of ``server_round`` (of a 1-round run)."""
+    replies = []
+    for site, context in zip(federation.sites, contexts, strict=True):
+        msg = train_instruction(server_round, 1)
+        replies.append(Message(train_round(msg, context, federation, site), reply_to=msg))
+    return replies
 
 
 def flowerbed(monkeypatch, capsys, *arguments: str) -> tuple[int, str]:

@@ -3,8 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_CNN, site_context, train_instruction
-from flwr.app import Message
+from conftest import SMALL_CNN, replies_for, site_context, train_instruction
 
 from flowerbed import records as R
 from flowerbed.config import load_federation
@@ -76,14 +75,6 @@ def test_site_spends_its_budget_over_the_planned_rounds_then_refuses_loudly():
     assert refusal[R.METRICS][R.EPSILON] == pytest.approx(spent[1])
     assert refusal[R.METRICS][R.EPSILON_BUDGET] == 2.0
     assert refusal[R.SITE][R.SITE_NAME] == site.name
-
-
-def replies_for(federation, contexts, server_round) -> list[Message]:
-    replies = []
-    for site, context in zip(federation.sites, contexts, strict=True):
-        msg = train_instruction(server_round, 1)
-        replies.append(Message(train_round(msg, context, federation, site), reply_to=msg))
-    return replies
 
 
 def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_path):

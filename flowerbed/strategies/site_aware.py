@@ -109,7 +109,11 @@ class SiteAware:
     def _collect(
         self, server_round: int, split: str, replies: Iterable[Message]
     ) -> tuple[list[Message], list[SiteRow]]:
-        """Report failures to the observer; the answered replies and their rows."""
+        """Report failures to the observer; the answered replies and their rows, by site name.
+
+        Whatever order the replies arrived in: the aggregate's float sums, and
+        so a seeded run's every model, would otherwise depend on it.
+        """
         answered = []
         for reply in replies:
             if reply.has_error():
@@ -119,4 +123,6 @@ class SiteAware:
                 )  # fmt: skip
             else:
                 answered.append(reply)
-        return answered, [SiteRow.from_reply(server_round, split, reply) for reply in answered]
+        rows = [SiteRow.from_reply(server_round, split, reply) for reply in answered]
+        order = sorted(range(len(rows)), key=lambda index: rows[index].site)
+        return [answered[index] for index in order], [rows[index] for index in order]
