@@ -20,7 +20,7 @@ from flwr.simulation import run_simulation
 
 from flowerbed.audit.report import write_reports
 from flowerbed.config import Federation
-from flowerbed.datasets import site_data
+from flowerbed.datasets import forget_loaded_data, site_data
 from flowerbed.errors import DataError
 from flowerbed.hospital_client.app import make_client_app
 from flowerbed.hospital_client.gossip_site import MODEL_FILE, load_home_model
@@ -126,6 +126,7 @@ def simulate(
     holds every finished round and the reason.
     """
     check_before_start(federation)
+    forget_loaded_data()  # the sites load their own; this process trains nothing
     folder = RunFolder.create(out, federation, on_round=on_round)
     if federation.run.strategy == "gossip":
         folder.on_round = _with_consensus(federation, folder, on_round)

@@ -7,7 +7,7 @@ from conftest import shared_file
 from PIL import Image
 
 from flowerbed.config import load_federation
-from flowerbed.datasets import load_dataset, partition, site_data
+from flowerbed.datasets import load_dataset, partition, site_data, synthetic
 from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
 from flowerbed.datasets.synthetic import make_synthetic
@@ -85,6 +85,19 @@ def test_synthetic_data_is_seeded_and_comes_in_2d_and_3d():
     volume = make_synthetic(spatial_dims=3, size=16, n_train=20, n_test=8)
     assert volume.sample_shape == (1, 16, 16, 16)
     assert set(np.unique(first.train.labels)) == {0, 1}
+
+
+@pytest.mark.parametrize("spatial_dims, size", [(2, 28), (3, 16)])
+def test_synthetic_images_do_not_depend_on_the_chunk_they_are_drawn_in(
+    monkeypatch, spatial_dims, size
+):
+    """Drawing in bounded chunks (for memory at 1000 sites) keeps a seed's data to the bit."""
+    whole = make_synthetic(spatial_dims, size, n_train=50, n_test=10, seed=2)
+    monkeypatch.setattr(synthetic, "CHUNK_VOXELS", 7 * size**spatial_dims)
+    chunked = make_synthetic(spatial_dims, size, n_train=50, n_test=10, seed=2)
+    for split in ("train", "test"):
+        assert np.array_equal(getattr(whole, split).images, getattr(chunked, split).images)
+        assert np.array_equal(getattr(whole, split).labels, getattr(chunked, split).labels)
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "quantity"])
