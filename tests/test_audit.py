@@ -70,6 +70,24 @@ def test_an_honest_run_verifies(runs):
         assert ledgers == ["berlin", "coordinator", "lyon", "paris"]
 
 
+def test_each_site_receives_the_signed_head_of_its_own_instruction(runs):
+    """Flower's FedAvg shares one content among a round's messages; each still gets its head."""
+    path, _ = runs["fedavg"]
+    coordinator = [json.loads(line) for line in lines(path, "coordinator")]
+    checked = 0
+    for site in ("berlin", "lyon", "paris"):
+        for line in lines(path, site):
+            entry = json.loads(line)
+            head = entry.get("peer_head")
+            if entry.get("direction") != "in" or not head or entry["kind"] == "query.identity":
+                continue
+            instruction = coordinator[head["index"]]
+            assert (instruction["direction"], instruction["peer"]) == ("out", site)
+            assert (instruction["sha256"], instruction["hash"]) == (entry["sha256"], head["hash"])
+            checked += 1
+    assert checked >= 6  # three sites, a train and an evaluate instruction each, every round
+
+
 @pytest.mark.parametrize("party", ["paris", "coordinator"])
 def test_a_changed_byte_in_any_entry_is_caught(run, party):
     honest = lines(run, party)

@@ -50,9 +50,13 @@ def message_fields(
     epsilon: float | None,
     kind: str,
     round_: int,
+    digest: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """What one entry records about one message, inbound or outbound."""
-    digest, size = content_digest(content)
+    """What one entry records about one message, inbound or outbound.
+
+    ``digest`` is ``content_digest(content)`` when the caller has it already.
+    """
+    sha256, size = digest or content_digest(content)
     fields: dict[str, Any] = {
         "direction": direction,
         "kind": kind,
@@ -61,7 +65,7 @@ def message_fields(
         "peer": peer,
         "peer_country": peer_country,
         "bytes": size,
-        "sha256": digest,
+        "sha256": sha256,
         "carries": sorted(name for name in content if name != R.LEDGER_HEAD),
         "epsilon": epsilon,
     }

@@ -19,6 +19,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
+from flowerbed.audit.digest import content_digest
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
 from flowerbed.audit.ledger import Ledger
 from flowerbed.config import Federation
@@ -45,8 +46,13 @@ class LedgeredGrid:
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         sent = list(messages)
-        entries = self.ledger.append_all([self._outbound(m) for m in sent], sign=True)
+        by_content: dict[int, tuple[str, int]] = {}  # digests by content: one per broadcast
+        outbound = [self._outbound(m, by_content) for m in sent]
+        entries = self.ledger.append_all(outbound, sign=True)
         for message, entry in zip(sent, entries, strict=True):
+            # Flower's strategies give every message of a round one shared content;
+            # each gets its own copy, so that it carries the head of its own entry.
+            message.content = RecordDict(dict(message.content))
             attach_head(message.content, self.ledger, entry)
         digests = {m.metadata.dst_node_id: e["sha256"] for m, e in zip(sent, entries, strict=True)}
         replies = list(self.grid.send_and_receive(sent, timeout=timeout))
@@ -73,21 +79,34 @@ class LedgeredGrid:
         self.ledger.append_all(received)
         return replies
 
-    def _outbound(self, message: Message) -> dict:
+    def _outbound(self, message: Message, digests: dict[int, tuple[str, int]]) -> dict:
+        """The entry for an instruction; ``digests`` keeps each content's digest for the batch."""
         node = message.metadata.dst_node_id
+        content = message.content
+        if id(content) not in digests:
+            digests[id(content)] = content_digest(content)
         return {
-            **self._fields(message, message.content, "out", self.site_of_node.get(node)),
+            **self._fields(
+                message, content, "out", self.site_of_node.get(node), digests[id(content)]
+            ),
             "node": node,
             "sealed_for": sealed_list(message.content.config_records.get(R.INBOX)),
         }
 
-    def _fields(self, message: Message, content: RecordDict, direction: str, site: str | None):
+    def _fields(
+        self,
+        message: Message,
+        content: RecordDict,
+        direction: str,
+        site: str | None,
+        digest: tuple[str, int] | None = None,
+    ) -> dict:
         country = self.federation.country_of(site) if site else None
         group = message.metadata.group_id
         round_ = server_round(content) or (int(group) if group.isdigit() else 0)
         return message_fields(
             message, content, direction, site, country, None,
-            message.metadata.message_type, round_,
+            message.metadata.message_type, round_, digest,
         )  # fmt: skip
 
     def close(self) -> None:
