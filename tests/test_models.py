@@ -6,6 +6,7 @@ from monai.networks.nets import resnet10
 from opacus import GradSampleModule
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from flowerbed.datasets import ImageSet
 from flowerbed.errors import ModelError
@@ -105,6 +106,23 @@ def test_plain_training_runs_channels_last_to_the_model_the_default_layout_gives
         assert name.endswith("num_batches_tracked") or not torch.equal(
             tensor, start.state_dict()[name]
         )
+
+
+def test_plain_training_takes_the_batches_a_shuffling_dataloader_takes():
+    """A seed trains without DP as it did through ``DataLoader``: same batches, same draws."""
+    images, labels = torch.rand(70, 1, 4, 4), torch.arange(70) % 2
+    loader_draws = torch.Generator().manual_seed(5)
+    loader = DataLoader(
+        TensorDataset(images, labels), batch_size=32, shuffle=True, generator=loader_draws
+    )
+    ours = torch.Generator().manual_seed(5)
+    for _ in range(3):  # epochs: the generator must be left where the loader leaves it
+        batches = list(training.shuffled_batches(images, labels, 32, ours))
+        expected = list(loader)
+        assert len(batches) == len(expected) == 3
+        for (x, y), (want_x, want_y) in zip(batches, expected, strict=True):
+            assert torch.equal(x, want_x) and torch.equal(y, want_y)
+    assert torch.equal(ours.get_state(), loader_draws.get_state())
 
 
 def test_stock_monai_resnet_breaks_under_opacus_and_ours_does_not():

@@ -28,6 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 
 from flowerbed import records as R
+from flowerbed.arrays import to_state_dict
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import site_data
 from flowerbed.honesty import (
@@ -117,7 +118,7 @@ def state_from_bytes(raw: bytes, like: State) -> State:
 def _own_state(context: Context, spec: ModelSpec, seed: int) -> State:
     record = context.state.get(MODEL_STATE)
     if record is not None:
-        return record.to_torch_state_dict()
+        return to_state_dict(record)
     torch.manual_seed(seed)  # every site starts from the same seeded model
     return build_model(spec).state_dict()
 

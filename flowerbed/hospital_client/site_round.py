@@ -16,6 +16,7 @@ from flwr.common.logger import log
 from torch import nn
 
 from flowerbed import records as R
+from flowerbed.arrays import to_state_dict
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets import SiteData, site_data
 from flowerbed.honesty import probe_answer
@@ -138,7 +139,7 @@ def evaluate_round(
     """Scores of the received model on this site's held-out test split."""
     data = site_data(federation, site)
     model = reading_network(spec_of(msg.content[R.CONFIG]))
-    model.load_state_dict(msg.content[R.ARRAYS].to_torch_state_dict())
+    model.load_state_dict(to_state_dict(msg.content[R.ARRAYS]))
     return site_reply(site, test_metrics(model, context, federation, site, data))
 
 
@@ -169,7 +170,7 @@ def spec_of(config: ConfigRecord) -> ModelSpec:
 
 def _model_from(msg: Message) -> nn.Module:
     model = build_model(spec_of(msg.content[R.CONFIG]))
-    model.load_state_dict(msg.content[R.ARRAYS].to_torch_state_dict())
+    model.load_state_dict(to_state_dict(msg.content[R.ARRAYS]))
     return model
 
 

@@ -35,6 +35,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
+from flowerbed.arrays import to_state_dict
 from flowerbed.audit.entries import flag_fields
 from flowerbed.honesty import distance, far_out, probe_digest, unrelated
 from flowerbed.models import ModelSpec
@@ -49,9 +50,9 @@ def flag_replies(
     rng: random.Random,
 ) -> dict[int, str]:
     """Index into ``replies`` -> why that reply is flagged (replies not listed pass)."""
-    given = sent.to_torch_state_dict()
+    given = to_state_dict(sent)
     stale = probe_digest(spec, given, seed)
-    states = [reply.content[R.ARRAYS].to_torch_state_dict() for reply in replies]
+    states = [to_state_dict(reply.content[R.ARRAYS]) for reply in replies]
     far = far_out([distance(state, given) for state in states])
     random_models = unrelated(states, given)
     audited = set(rng.sample(range(len(replies)), math.ceil(share * len(replies))))
