@@ -125,6 +125,35 @@ def test_plain_training_takes_the_batches_a_shuffling_dataloader_takes():
     assert torch.equal(ours.get_state(), loader_draws.get_state())
 
 
+def test_plain_training_over_epochs_is_the_dataloader_loop(monkeypatch, double_precision):
+    """Every epoch passes over all the data, in the batches a seeded ``DataLoader`` gives."""
+    images = torch.rand(40, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 2
+    plan = TrainPlan(epochs=3, batch_size=16, learning_rate=0.05)
+    monkeypatch.setattr(training, "CHANNELS_LAST", {})  # the same computation as the loop
+    torch.manual_seed(0)
+    start = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    ours = copy.deepcopy(start)
+    train(ours, ImageSet(images.numpy(), labels.numpy()), 2, plan, PrivacyAccount(), seed=3)
+    loop = copy.deepcopy(start)
+    torch.manual_seed(3)
+    optimizer = torch.optim.SGD(loop.parameters(), lr=0.05, momentum=0.9)
+    loader = DataLoader(
+        TensorDataset(images, labels),
+        batch_size=16,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(3),
+    )
+    loop.train()
+    for _ in range(3):
+        for x, y in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(loop(x), y).backward()
+            optimizer.step()
+    for name, tensor in ours.state_dict().items():
+        torch.testing.assert_close(tensor, loop.state_dict()[name], atol=1e-12, rtol=1e-9)
+
+
 def test_stock_monai_resnet_breaks_under_opacus_and_ours_does_not():
     with pytest.raises(ModelError):
         preflight(resnet10(spatial_dims=2, n_input_channels=1, num_classes=2), (1, 32, 32))

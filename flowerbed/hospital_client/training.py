@@ -122,10 +122,10 @@ def train(
             return loader
 
     else:
-        images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+        all_images, all_labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
 
         def epoch() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-            return shuffled_batches(images, labels, plan.batch_size, generator)
+            return shuffled_batches(all_images, all_labels, plan.batch_size, generator)
 
     seen_logits, seen_labels = [], []
     with fast_layout(model, data.images.ndim, enabled=plan.dp is None) as layout:
