@@ -2,13 +2,14 @@
 
 Flower stores every array as a ``.npy`` file and reads it back with
 ``np.load``, which parses the header (a Python literal) for every array,
-every time: 14 arrays of the small CNN cost 1.5 ms, two thirds of it the
-parse. A round sends every site the same shapes, so the parse is cached by
-header: what differs is only the data after it. The coordinator decodes
-every site's reply for its honesty checks in series, with the workers
-waiting, and a site decodes each instruction; both add up at 1000 sites.
-The header is still parsed by NumPy's own reader, and anything but a
-plain version 1 or 2 ``.npy`` array goes through ``Array.numpy`` unchanged.
+every time: the 14 arrays of the small CNN cost 0.45 ms, most of it the
+parse, against 0.07 ms here. A round sends every site the same shapes, so
+the parse is cached by header: what differs is only the data after it.
+The coordinator decodes every site's reply for its honesty checks in
+series, with the workers waiting, and a site decodes each instruction;
+both add up at 1000 sites. The header is still parsed by NumPy's own
+reader, and anything but a plain version 1 or 2 ``.npy`` array goes
+through ``Array.numpy`` unchanged.
 """
 
 from __future__ import annotations
