@@ -79,18 +79,18 @@ class LedgeredGrid:
         self.ledger.append_all(received)
         return replies
 
-    def _outbound(self, message: Message, digests: dict[int, tuple[str, int]]) -> dict:
-        """The entry for an instruction; ``digests`` keeps each content's digest for the batch."""
+    def _outbound(self, message: Message, by_content: dict[int, tuple[str, int]]) -> dict:
+        """The entry for an instruction; ``by_content`` keeps the batch's digests by content."""
         node = message.metadata.dst_node_id
         content = message.content
-        if id(content) not in digests:
-            digests[id(content)] = content_digest(content)
+        if id(content) not in by_content:
+            by_content[id(content)] = content_digest(content)
         return {
             **self._fields(
-                message, content, "out", self.site_of_node.get(node), digests[id(content)]
+                message, content, "out", self.site_of_node.get(node), by_content[id(content)]
             ),
             "node": node,
-            "sealed_for": sealed_list(message.content.config_records.get(R.INBOX)),
+            "sealed_for": sealed_list(content.config_records.get(R.INBOX)),
         }
 
     def _fields(
