@@ -3,7 +3,7 @@
 Usage: python bench/accuracy.py [--rounds 20] [--seeds 0 1 2] [--out bench/results/accuracy.md]
 
 4 sites, Dirichlet(0.5) label skew, 1 local epoch per round, the default model
-(small-cnn; small-cnn-tanh under DP) and optimiser, DP
+(small-cnn; small-cnn-dp under DP) and optimiser, DP
 at epsilon 8 per site. Pooled trains one model on all training data for as
 many epochs as the federation has rounds; local-only trains each site alone
 on its shard. Every number is the mean over sites' own test splits (slices
@@ -122,7 +122,7 @@ def main() -> None:
     write_table(
         args.out,
         f"PneumoniaMNIST, 4 sites, Dirichlet(0.5), {args.rounds} rounds x 1 epoch, default model "
-        "(small-cnn; small-cnn-tanh under DP), "
+        "(small-cnn; small-cnn-dp under DP), "
         f"seeds {seeds} (`python bench/accuracy.py --rounds {args.rounds} --seeds {seeds}`)",
         ["setup", "DP", "test AUC", "test accuracy"],
         rows,

@@ -54,7 +54,8 @@ def simulate(
     model: Annotated[
         str | None,
         typer.Option(
-            help="small-cnn, small-cnn-tanh (the default under DP), densenet121, resnet10, resnet18"
+            help="small-cnn, small-cnn-tanh, small-cnn-dp (the default under DP), densenet121, "
+            "resnet10, resnet18"
         ),
     ] = None,
     strategy: Annotated[

@@ -47,7 +47,7 @@ def test_embedded_default_is_four_hospitals_in_two_countries():
 
 @pytest.mark.parametrize(
     ("dp", "model", "optimizer", "rate"),
-    [(True, "small-cnn-tanh", "sgd", 0.04), (False, "small-cnn", "adam", 0.001)],
+    [(True, "small-cnn-dp", "sgd", 0.04), (False, "small-cnn", "adam", 0.001)],
 )
 def test_training_defaults_follow_dp_unless_the_user_chose(dp, model, optimizer, rate):
     federation = load_federation(None, {"privacy": {"enabled": dp}})

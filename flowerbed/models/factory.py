@@ -37,6 +37,11 @@ def _small_cnn_tanh(spatial_dims: int, in_channels: int, out_channels: int) -> n
     return SmallCNN(spatial_dims, in_channels, out_channels, activation="tanh")
 
 
+@MODELS.register("small-cnn-dp")
+def _small_cnn_dp(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    return SmallCNN(spatial_dims, in_channels, out_channels, activation="tanh", hidden=0)
+
+
 @MODELS.register("densenet121")
 def _densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
     return DenseNet121(
