@@ -40,7 +40,7 @@ SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # SGD steps collapse the model to one class (SGD at 0.08: one seed in three). Under DP
 # the small CNN with tanh did best with SGD at 0.04 (test AUC 0.919, against 0.898 for
 # ReLU at 0.02), and better still without its head's hidden layer, whose weights DP-SGD
-# must noise (small-cnn-dp; validation AUC 0.961 against 0.953, 5 seeds); without DP the
+# must noise (small-cnn-dp; validation AUC 0.960 against 0.953, 5 seeds); without DP the
 # two activations are equal.
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_OPTIMIZER = {True: "sgd", False: "adam"}  # keyed by DP on / off
