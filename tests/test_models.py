@@ -218,3 +218,19 @@ def test_dp_default_keeps_few_weights_for_dp_sgd_to_noise():
         ]
         assert convolutions[0] == convolutions[1]
         assert isinstance(dp[-1], torch.nn.Linear) and isinstance(dp[-2], torch.nn.Flatten)
+
+
+def test_a_seed_gives_every_small_cnn_the_same_start_whatever_its_head():
+    """Seeded runs repeat across releases only if a model's layers draw their initial
+    weights in the same order: the head is made after the convolutions, so adding or
+    dropping its hidden layer leaves every earlier layer's start as it was."""
+    starts = []
+    for name in ("small-cnn", "small-cnn-tanh", "small-cnn-dp"):
+        torch.manual_seed(0)
+        starts.append(build_model(ModelSpec(name, 2, 1, 2)).state_dict())
+    torch.manual_seed(0)
+    first = nn.Conv2d(1, 16, kernel_size=3, padding=1)
+    torch.testing.assert_close(starts[0]["0.weight"], first.weight.detach(), rtol=0, atol=0)
+    for other in starts[1:]:
+        for key in ("0.weight", "4.weight", "4.bias"):
+            torch.testing.assert_close(other[key], starts[0][key], rtol=0, atol=0)

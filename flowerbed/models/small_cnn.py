@@ -39,13 +39,10 @@ class SmallCNN(nn.Sequential):
         pool = Pool[Pool.MAX, spatial_dims]
         adaptive = Pool[Pool.ADAPTIVEAVG, spatial_dims]
         act = Act[activation]
-        features = 2 * width * 4**spatial_dims
-        head = (
-            [nn.Linear(features, hidden), act(), nn.Linear(hidden, out_channels)]
-            if hidden
-            else [nn.Linear(features, out_channels)]
-        )
-        super().__init__(
+        # The head is built after the body: layers take their initial weights from the
+        # global generator in the order they are made, so a seeded small-cnn starts as
+        # it did before the head became optional, and its published runs repeat.
+        body = [
             conv(in_channels, width, kernel_size=3, padding=1),
             nn.GroupNorm(4, width),
             act(),
@@ -56,5 +53,11 @@ class SmallCNN(nn.Sequential):
             pool(2),
             adaptive(4),
             nn.Flatten(),
-            *head,
+        ]
+        features = 2 * width * 4**spatial_dims
+        head = (
+            [nn.Linear(features, hidden), act(), nn.Linear(hidden, out_channels)]
+            if hidden
+            else [nn.Linear(features, out_channels)]
         )
+        super().__init__(*body, *head)
