@@ -12,7 +12,7 @@ from flowerbed.config import DEFAULT_MODEL
 from flowerbed.datasets import ImageSet
 from flowerbed.errors import ModelError
 from flowerbed.hospital_client import training
-from flowerbed.hospital_client.training import TrainPlan, predict, train
+from flowerbed.hospital_client.training import DPPlan, TrainPlan, train
 from flowerbed.models import MODELS, ModelSpec, build_model, make_dp_safe, preflight
 from flowerbed.privacy import PrivacyAccount
 
@@ -58,19 +58,19 @@ def test_per_sample_gradients_match_autograd(name, spatial_dims):
     wrapped._close()
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("name", ["small-cnn", "small-cnn-tanh", "small-cnn-dp"])
-def test_per_sample_gradients_stay_right_after_a_channels_last_evaluation(name):
-    """Evaluation runs channels-last for speed, where Opacus 1.6's per-sample gradients
-    are wrong (measured: 0.31 off for the small CNN). A site evaluates its model and
-    then trains it under DP, so evaluation must hand it back in the default layout."""
+def test_per_sample_gradients_match_autograd_channels_last(name, spatial_dims):
+    """The small CNNs train under DP channels-last, where Opacus 1.6's own sampler
+    for 2D convolutions is wrong (0.31 off for the small CNN): flowerbed's
+    layout-safe sampler must give every example its own gradient there too."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec(name, 2, 1, 3))
-    images, labels = torch.randn(2, 1, 32, 32), torch.tensor([0, 2])
-    predict(model, ImageSet(images.numpy(), labels.numpy()))
-    model.train()
+    model = build_model(ModelSpec(name, spatial_dims, 1, 3)).train()
+    images, labels = torch.randn(2, *sample_shape(name, spatial_dims)), torch.tensor([0, 2])
     expected = per_sample_autograd(model, images, labels)
-    wrapped = GradSampleModule(model)
-    F.cross_entropy(wrapped(images), labels).backward()
+    layout = training.CHANNELS_LAST[images.ndim]
+    wrapped = GradSampleModule(model.to(memory_format=layout))
+    F.cross_entropy(wrapped(images.contiguous(memory_format=layout)), labels).backward()
     for param_name, param in model.named_parameters():
         torch.testing.assert_close(
             param.grad_sample, expected[param_name], atol=1e-4, rtol=1e-3, msg=param_name
@@ -86,17 +86,20 @@ def double_precision():
     torch.set_default_dtype(before)
 
 
+@pytest.mark.parametrize("dp", [None, DPPlan(noise_multiplier=1.0, max_grad_norm=0.5)])
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_plain_training_runs_channels_last_to_the_model_the_default_layout_gives(
-    spatial_dims, monkeypatch, double_precision
+def test_training_runs_channels_last_to_the_model_the_default_layout_gives(
+    spatial_dims, dp, monkeypatch, double_precision
 ):
-    """Without DP a site trains channels-last for speed: the model it sends must be
-    the one the default layout gives, handed back in the default layout. In double
-    precision, so that only a different computation could tell them apart (float32
-    rounding alone differs by 2e-4 after five steps)."""
+    """A site trains channels-last for speed, with and without DP-SGD: the model it
+    sends must be the one the default layout gives, handed back in the default layout.
+    In double precision, so that only a different computation could tell them apart
+    (float32 rounding alone differs by 2e-4 after five steps). Under DP the same seed
+    draws the same batches and noise in both layouts; without the layout-safe
+    per-sample gradients (``flowerbed.privacy.per_sample``) the clipping differs."""
     images = torch.rand(40, 1, *[16] * spatial_dims, generator=torch.Generator().manual_seed(0))
     data = ImageSet(images.numpy(), (torch.arange(40) % 2).numpy())
-    plan = TrainPlan(epochs=1, batch_size=8, learning_rate=0.05)
+    plan = TrainPlan(epochs=1, batch_size=8, learning_rate=0.05, dp=dp)
     torch.manual_seed(0)
     start = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2))
 
