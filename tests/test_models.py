@@ -40,22 +40,29 @@ def per_sample_autograd(model: nn.Module, images, labels) -> dict[str, torch.Ten
     return {name: torch.stack(values) for name, values in grads.items()}
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("name", MODELS.names())
-def test_per_sample_gradients_match_autograd(name, spatial_dims):
+def assert_per_sample_gradients_match_autograd(
+    name: str, spatial_dims: int, layout: torch.memory_format
+) -> None:
+    """Opacus's per-sample gradients of ``name`` with model and inputs in ``layout``,
+    against autograd's in the default layout."""
     torch.manual_seed(0)
     model = build_model(ModelSpec(name, spatial_dims, 1, 3)).train()
-    images = torch.randn(2, *sample_shape(name, spatial_dims))
-    labels = torch.tensor([0, 2])
+    images, labels = torch.randn(2, *sample_shape(name, spatial_dims)), torch.tensor([0, 2])
     expected = per_sample_autograd(model, images, labels)
-    wrapped = GradSampleModule(model)
+    wrapped = GradSampleModule(model.to(memory_format=layout))
     wrapped.zero_grad()
-    F.cross_entropy(wrapped(images), labels).backward()
+    F.cross_entropy(wrapped(images.contiguous(memory_format=layout)), labels).backward()
     for param_name, param in model.named_parameters():
         torch.testing.assert_close(
             param.grad_sample, expected[param_name], atol=1e-4, rtol=1e-3, msg=param_name
         )
     wrapped._close()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", MODELS.names())
+def test_per_sample_gradients_match_autograd(name, spatial_dims):
+    assert_per_sample_gradients_match_autograd(name, spatial_dims, torch.contiguous_format)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -64,18 +71,8 @@ def test_per_sample_gradients_match_autograd_channels_last(name, spatial_dims):
     """The small CNNs train under DP channels-last, where Opacus 1.6's own sampler
     for 2D convolutions is wrong (0.31 off for the small CNN): flowerbed's
     layout-safe sampler must give every example its own gradient there too."""
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(name, spatial_dims, 1, 3)).train()
-    images, labels = torch.randn(2, *sample_shape(name, spatial_dims)), torch.tensor([0, 2])
-    expected = per_sample_autograd(model, images, labels)
-    layout = training.CHANNELS_LAST[images.ndim]
-    wrapped = GradSampleModule(model.to(memory_format=layout))
-    F.cross_entropy(wrapped(images.contiguous(memory_format=layout)), labels).backward()
-    for param_name, param in model.named_parameters():
-        torch.testing.assert_close(
-            param.grad_sample, expected[param_name], atol=1e-4, rtol=1e-3, msg=param_name
-        )
-    wrapped._close()
+    layout = training.CHANNELS_LAST[2 + spatial_dims]
+    assert_per_sample_gradients_match_autograd(name, spatial_dims, layout)
 
 
 @pytest.fixture
