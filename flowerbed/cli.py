@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -198,7 +199,7 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
 def _round_line(server_round: int, rows: list[SiteRow]) -> str:
     aucs = [r.auc for r in rows if r.split == "test" and not math.isnan(r.auc)]
     mean_auc = sum(aucs) / len(aucs) if aucs else float("nan")
-    spent = max((r.epsilon for r in rows), default=0.0)
+    spent = max((r.epsilon for r in rows if not math.isnan(r.epsilon)), default=0.0)
     line = f"round {server_round}: mean test AUC {mean_auc:.3f}, max epsilon spent {spent:.2f}"
     gaps = [r.disagreement for r in rows if r.split == "test" and not math.isnan(r.disagreement)]
     if gaps:
@@ -206,29 +207,36 @@ def _round_line(server_round: int, rows: list[SiteRow]) -> str:
     refused = [r.site for r in rows if r.status == "refused"]
     if refused:
         line += f" [yellow]· budget spent, did not train: {', '.join(refused)}[/]"
+    failed = {r.site: r.error for r in rows if r.status == "failed"}
+    if failed:
+        named = "; ".join(f"{site}: {error}" for site, error in sorted(failed.items()))
+        line += f" [red]· failed or missing: {escape(named)}[/]"
     return line
 
 
 def _site_table(federation: Federation, folder: RunFolder) -> Table:
+    """The last scores of each site; a site that failed a round says when and why."""
     table = Table(title="Sites after the last round (test split)")
-    for column in ("site", "country", "train examples", "AUC", "accuracy", "epsilon spent"):
+    columns = ["site", "country", "train examples", "AUC", "accuracy", "epsilon spent"]
+    last_failure = {row.site: row for row in folder.failed_rows}
+    if last_failure:
+        columns.append("last failure")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("site", "country") else "right")
     for site in federation.sites:
         trained = folder.latest.get((site.name, "train"))
         tested = folder.latest.get((site.name, "test"))
-        if tested is None:
-            table.add_row(site.name, site.country, "-", "-", "-", "-")
-            continue
-        examples = str(trained.num_examples) if trained and trained.status == "ok" else "-"
-        epsilon = f"{tested.epsilon:.2f}" if federation.privacy.enabled else "no DP"
-        table.add_row(
-            site.name,
-            site.country,
-            examples,
-            f"{tested.auc:.3f}",
-            f"{tested.accuracy:.3f}",
-            epsilon,
-        )
+        cells = [site.name, site.country, "-", "-", "-", "-"]
+        if tested is not None and tested.status != "failed":
+            cells[2] = str(trained.num_examples) if trained and trained.status == "ok" else "-"
+            cells[3:5] = f"{tested.auc:.3f}", f"{tested.accuracy:.3f}"
+            cells[5] = f"{tested.epsilon:.2f}" if federation.privacy.enabled else "no DP"
+        if last_failure:
+            failure = last_failure.get(site.name)
+            cells.append(
+                escape(f"round {failure.round} {failure.split}: {failure.error}") if failure else ""
+            )
+        table.add_row(*cells)
     return table
 
 

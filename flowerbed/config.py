@@ -88,6 +88,15 @@ class RunSettings(_Section):
     )
     topology: str = Field("exponential", description="gossip graph: a name or an edge-list file")
     degree: int = Field(3, ge=1, description="neighbours per site in random-regular")
+    round_timeout: float = Field(
+        1800, gt=0, le=86_400,
+        description="seconds each phase of a round waits for the sites' answers; a site "
+        "that has not answered by then is named missing and the round goes on without it",
+    )  # fmt: skip
+    min_sites: int = Field(
+        2, ge=1, description="fewest sites that must answer a round for the run to go on "
+        "(capped at the number of sites)",
+    )  # fmt: skip
 
     @field_validator("strategy")
     @classmethod
@@ -192,7 +201,7 @@ class FaultSettings(_Section):
     """
 
     kind: str = Field(
-        description="label-flip | sign-flip | scale | free-ride | noise | drop | crash"
+        description="label-flip | sign-flip | scale | free-ride | noise | nan | drop | crash"
     )
     rounds: list[int] | None = Field(None, description="rounds it acts in; default: every one")
     factor: float = Field(10.0, gt=0, description="sign-flip, scale: how far the update goes")
@@ -280,6 +289,11 @@ class Federation(BaseSettings):
             return self.coordinator_country
         return next((site.country for site in self.sites if site.name == party), None)
 
+    @property
+    def min_sites(self) -> int:
+        """Fewest answering sites a round needs: ``[run] min_sites``, at most every site."""
+        return min(self.run.min_sites, len(self.sites))
+
     def budget_of(self, site: SiteSettings) -> float:
         """The site's epsilon budget for the whole run."""
         return site.epsilon if site.epsilon is not None else self.privacy.epsilon
@@ -307,11 +321,21 @@ def load_federation(
     ``path`` None means the embedded default: four hospitals in two countries on
     synthetic data. ``overrides`` maps a section to field values (from the
     command line) and wins over the file. ``overrides["sites"]`` replaces the list.
+
+    Paths are resolved once, here, where they enter: a field of the file against
+    the file's folder, a flag against the working directory. The federation
+    holds them absolute, so a later process (a Ray worker, a SuperNode, a
+    resumed run) reading the saved ``config.toml`` opens the same files.
     """
     raw: dict[str, Any] = (
-        _anchor_paths(read_toml(path), path) if path else {"sites": default_sites(4)}
+        anchor_paths(read_toml(path), Path(path).parent) if path else {"sites": default_sites(4)}
     )
-    for section, values in (overrides or {}).items():
+    flags = anchor_paths(
+        {section: dict(values) if isinstance(values, Mapping) else values
+         for section, values in (overrides or {}).items()},
+        Path.cwd(),
+    )  # fmt: skip
+    for section, values in flags.items():
         if section == "sites":
             raw["sites"] = values
         else:
@@ -329,31 +353,42 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; pass an existing federation TOML") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass a federation TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML ({err}); fix the syntax") from None
 
 
-def _anchor_paths(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Data paths in a file are relative to that file, as a reader of the file expects."""
+def is_path(value: Any) -> bool:
+    """Whether a data source or topology names a file rather than a built-in.
 
-    def anchored(source: Any) -> Any:
-        if (
-            not isinstance(source, str)
-            or source.startswith("synthetic")
-            or Path(source).is_absolute()
-        ):
-            return source
-        return str((Path(path).parent / source).resolve())
+    Built-ins (``synthetic``, ``ring``) are bare words; a file has a suffix or a folder.
+    """
+    return isinstance(value, str) and bool(Path(value).suffix or "/" in value)
 
-    if isinstance(raw.get("data"), dict) and "source" in raw["data"]:
-        raw["data"]["source"] = anchored(raw["data"]["source"])
-    topology = raw.get("run", {}).get("topology") if isinstance(raw.get("run"), dict) else None
-    if isinstance(topology, str) and Path(topology).suffix:
-        raw["run"]["topology"] = anchored(topology)
-    for site in raw.get("sites", []):
-        for field in ("data", "supernode_key"):
-            if isinstance(site, dict) and field in site:
-                site[field] = anchored(site[field])
+
+def resolve_path(value: Any, base: Path) -> Any:
+    """``value`` as an absolute path against ``base`` if it names a file; else unchanged."""
+    if not is_path(value):
+        return value
+    return str((Path(base) / Path(value).expanduser()).resolve())
+
+
+def anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Every path field of a federation (file or flags), resolved against ``base``."""
+    data, run = raw.get("data"), raw.get("run")
+    if isinstance(data, dict) and "source" in data:
+        data["source"] = resolve_path(data["source"], base)
+    if isinstance(run, dict) and "topology" in run:
+        run["topology"] = resolve_path(run["topology"], base)
+    sites = raw.get("sites")
+    for site in sites if isinstance(sites, list) else []:
+        if not isinstance(site, dict):
+            continue
+        if "data" in site:
+            site["data"] = resolve_path(site["data"], base)
+        if isinstance(site.get("supernode_key"), str):  # always a file, whatever its name
+            site["supernode_key"] = str((base / Path(site["supernode_key"])).resolve())
     return raw
 
 

@@ -13,7 +13,13 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from flowerbed.config import CoordinatorSettings, PrivacySettings, SiteSettings, load_federation
+from flowerbed.config import (
+    CoordinatorSettings,
+    PrivacySettings,
+    SiteSettings,
+    load_federation,
+    resolve_path,
+)
 from flowerbed.deployment.app_bundle import app_hash
 from flowerbed.deployment.certificates import CertificateFiles, make_certificates
 from flowerbed.deployment.launch import describe_site_data, launch_coordinator, launch_site
@@ -68,6 +74,8 @@ def site_init(
     ] = None,
 ) -> None:
     """Create a site folder: site.toml and the site's keys, readable by its owner only."""
+    # Stored absolute: the SuperNode reads site.toml later, from wherever it runs.
+    data = resolve_path(data, Path.cwd())
     settings = _validated(SiteSettings, name=name, country=country, data=data)
     config = SiteConfig(
         site=settings,

@@ -22,5 +22,9 @@ class ModelError(FlowerbedError):
     """A network cannot be built or cannot be made safe for DP-SGD."""
 
 
+class TrainingDiverged(FlowerbedError):
+    """A site's training loss became NaN or infinite: it stops the round, sending nothing."""
+
+
 class RunStopped(FlowerbedError):
     """A run ended before its planned rounds (e.g. no site could afford to train)."""

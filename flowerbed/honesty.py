@@ -64,6 +64,16 @@ def probe_answer(spec: ModelSpec, state: dict[str, torch.Tensor], seed: int) -> 
     return ConfigRecord({R.PROBE_DIGEST: probe_digest(spec, state, seed)})
 
 
+def finite(state: dict[str, torch.Tensor]) -> bool:
+    """Whether every float parameter of ``state`` is a number: one NaN or inf in an average
+    makes the whole average NaN, so such an update is dropped before any other check."""
+    return all(
+        bool(torch.isfinite(tensor).all())
+        for tensor in state.values()
+        if tensor.is_floating_point()
+    )
+
+
 def distance(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
     """Euclidean distance between two models' float parameters."""
     return math.sqrt(

@@ -41,7 +41,9 @@ PROBE_CLAIMS = "probe-claims"  # gossip: sender -> the probe answer it gave for 
 SKETCH_CLAIMS = "sketch-claims"  # gossip: sender -> the sketch it gave of its payload
 HONESTY = "honesty"  # "flag" or "exclude"
 FLAGS = "flags"  # gossip: neighbour -> one of PEER_FLAGS, in a site's reply
+NON_FINITE = "non-finite"  # the flag code of an update holding NaN or inf: always dropped
 PEER_FLAGS = {
+    NON_FINITE: "its update holds NaN or infinite values: dropped, never averaged",
     "mismatch": "its payload is not the model whose probe answer or sketch it gave",
     "far": "its payload is far out of line with the other neighbours': a random or scaled model",
     "unrelated": "its payload shares no direction with its neighbours' models: a random model",
@@ -73,6 +75,22 @@ BUDGET_EXHAUSTED = "budget-exhausted"
 DISAGREEMENT = "disagreement"  # gossip: mean squared parameter distance to neighbours
 REJECTED_PAYLOADS = "rejected-payloads"  # gossip: payloads that failed to open
 MEMBERSHIP_AUC = "membership-auc"  # loss-threshold attack on the site's model, own data
+
+# A site's own failure: the Error code of its one-line reason ``SITE: message``
+# (``hospital_client.site_errors``); Flower's own codes are 0-8.
+SITE_ERROR = 100
+
+
+def site_error(site: str, message: str) -> str:
+    """The reason of a site's error reply: its name, then its own one-line message."""
+    return f"{site}: {message}"
+
+
+def split_site_error(reason: str) -> tuple[str, str]:
+    """(site, message) of a reason ``site_error`` wrote."""
+    site, _, message = reason.partition(": ")
+    return site, message
+
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"

@@ -26,8 +26,6 @@ from flowerbed.run_folder import RunFolder
 from flowerbed.strategies import STRATEGIES
 from flowerbed.strategies.roll_call import Roll, roll_call
 
-ROUND_TIMEOUT_S = 3600.0
-
 
 def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     """Run every planned round; record the outcome in ``folder`` whatever happens.
@@ -46,7 +44,7 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
         federation,
     )
     try:
-        roll = roll_call(ledgered, federation, ROUND_TIMEOUT_S)
+        roll = roll_call(ledgered, federation, federation.run.round_timeout)
         result = _train(ledgered, federation, folder, roll)
     except RunStopped as stop:
         folder.save_status(completed=False, reason=str(stop))
@@ -85,7 +83,7 @@ def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) ->
         grid,
         initial,
         num_rounds=run.rounds,
-        timeout=ROUND_TIMEOUT_S,
+        timeout=run.round_timeout,
         train_config=train_config,
         evaluate_config=ConfigRecord(dict(train_config)),
     )

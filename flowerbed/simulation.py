@@ -21,16 +21,17 @@ from flwr.simulation import run_simulation
 from flowerbed.audit.report import write_reports
 from flowerbed.config import Federation
 from flowerbed.datasets import forget_loaded_data, site_data
-from flowerbed.errors import DataError
+from flowerbed.errors import ConfigError, DataError
 from flowerbed.hospital_client.app import make_client_app
 from flowerbed.hospital_client.gossip_site import MODEL_FILE, load_home_model
 from flowerbed.models import ModelSpec, build_model, preflight
-from flowerbed.run_folder import RunFolder
+from flowerbed.run_folder import RunFolder, check_new_run_folder
 from flowerbed.server_app import check_coordinator_residency, make_server_app
 from flowerbed.strategies import SiteRow
 from flowerbed.strategies.gossip import plan_topology
 
 SITES_DIR = "sites"
+MAX_SITES = 4096  # measured up to 1000 (README, Benchmarks); beyond this memory runs out first
 CONSENSUS_FILE = "consensus.csv"
 
 
@@ -48,6 +49,12 @@ def backend_config() -> dict:
 
 def check_before_start(federation: Federation) -> None:
     """Load every site's data and pre-flight the network; raise the first problem found."""
+    if len(federation.sites) > MAX_SITES:
+        raise ConfigError(
+            f"{len(federation.sites)} sites: a simulation on one machine runs at most "
+            f"{MAX_SITES} (1000 sites take 2.8 GB and 13 s a round on 2 cores); "
+            "pass fewer sites, or deploy them as SuperNodes"
+        )
     first = site_data(federation, federation.sites[0])
     for site in federation.sites[1:]:
         data = site_data(federation, site)
@@ -125,6 +132,7 @@ def simulate(
     a failure. Raises ``RunStopped`` if the run had to end early; the folder then still
     holds every finished round and the reason.
     """
+    check_new_run_folder(Path(out).resolve())
     check_before_start(federation)
     forget_loaded_data()  # the sites load their own; this process trains nothing
     folder = RunFolder.create(out, federation, on_round=on_round)

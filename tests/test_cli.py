@@ -86,6 +86,7 @@ def test_the_console_script_reports_a_mistake_in_one_line_and_exit_1(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(),
     )  # fmt: skip
     assert result.returncode == 1
-    assert "error: missing.npz: no such file" in " ".join(result.stdout.split())
+    said = " ".join(result.stdout.split())
+    assert f"error: {tmp_path / 'missing.npz'}: no such file" in said
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()

@@ -158,7 +158,15 @@ def test_dropped_crashed_and_free_riding_sites_do_not_stop_the_run_or_break_a_le
     with open(run / "metrics.csv", newline="") as rows:
         rows = list(csv.DictReader(rows))
     trained = {(int(r["round"]), r["site"]) for r in rows if r["split"] == "train"}
-    assert (2, "berlin") not in trained and (1, "munich") not in trained
+    failed = {
+        (int(r["round"]), r["site"]): r["error"]
+        for r in rows
+        if r["split"] == "train" and r["status"] == "failed"
+    }
+    assert failed == {
+        (2, "berlin"): "dropped out of round 2 (simulated fault)",
+        (1, "munich"): "crashed in round 1 after training (simulated fault)",
+    }
     assert (1, "berlin") in trained and (2, "munich") in trained
     assert '"completed"' in (run / "status.json").read_text()
     assert verify_run(run).problems == []

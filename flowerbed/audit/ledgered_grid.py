@@ -5,8 +5,8 @@ server-side mode every site's update travels to it). Wrapping the Grid
 means no strategy can send or receive around the ledger. Each instruction
 is written and signed before it leaves, with the signed head attached;
 each reply is written with the head its site attached; an error reply
-(a site down, a refusal) is written too, naming the instruction that may
-never have arrived. A reply names its
+(a site down, a refusal), or no reply by the deadline (``missing``), is
+written too, naming the instruction that may never have arrived. A reply names its
 site, so the sites of node ids are learnt as replies arrive; instructions
 record the node id and, once known, the site.
 """
@@ -55,6 +55,7 @@ class LedgeredGrid:
             message.content = RecordDict(dict(message.content))
             attach_head(message.content, self.ledger, entry)
         digests = {m.metadata.dst_node_id: e["sha256"] for m, e in zip(sent, entries, strict=True)}
+        rounds = {m.metadata.dst_node_id: server_round(m.content) for m in sent}
         replies = list(self.grid.send_and_receive(sent, timeout=timeout))
         received = []
         for reply in replies:
@@ -62,7 +63,8 @@ class LedgeredGrid:
             if reply.has_error():
                 received.append(
                     {"direction": "in", "kind": "error", "node": node,
-                     "peer": self.site_of_node.get(node), "reason": reply.error.reason,
+                     "peer": self.site_of_node.get(node), "round": rounds.get(node, 0),
+                     "code": reply.error.code, "reason": reply.error.reason,
                      "undelivered": digests.get(node)}
                 )  # fmt: skip
                 continue
@@ -76,8 +78,20 @@ class LedgeredGrid:
                     "sealed_from": sealed_list(reply.content.config_records.get(R.SEALED)),
                 }
             )
-        self.ledger.append_all(received)
+        answered = {reply.metadata.src_node_id for reply in replies}
+        unanswered = [m for m in sent if m.metadata.dst_node_id not in answered]
+        self.ledger.append_all(received + [self._missing(m, digests, timeout) for m in unanswered])
         return replies
+
+    def _missing(self, message: Message, digests: dict[int, str], timeout: float | None) -> dict:
+        """The entry for an instruction no reply answered before the deadline."""
+        node = message.metadata.dst_node_id
+        waited = "the deadline" if timeout is None else f"{timeout:g} s"
+        return {
+            "direction": "in", "kind": "missing", "node": node,
+            "peer": self.site_of_node.get(node), "round": server_round(message.content),
+            "reason": f"no reply within {waited}", "undelivered": digests.get(node),
+        }  # fmt: skip
 
     def _outbound(self, message: Message, by_content: dict[int, tuple[str, int]]) -> dict:
         """The entry for an instruction; ``by_content`` keeps the batch's digests by content."""

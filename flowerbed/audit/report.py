@@ -35,6 +35,7 @@ from matplotlib import pyplot as plt
 from flowerbed.audit.entries import FLAGGED
 from flowerbed.audit.verify import Verdict, node_sites, verify_run
 from flowerbed.config import COORDINATOR
+from flowerbed.records import SITE_ERROR, split_site_error
 
 FORMATS = ("html", "md", "json")
 LEGEND_SITES = 12
@@ -63,6 +64,7 @@ class Report:
     budgets: dict[str, float]
     membership: dict[str, float]  # site -> attack AUC on its last scored model
     flagged: list[dict[str, Any]]  # honesty checks: round, site, reason, excluded
+    failed: list[dict[str, Any]]  # sites that answered with an error, or not at all: round, why
 
 
 def build_report(run_dir: Path) -> Report:
@@ -121,7 +123,25 @@ def build_report(run_dir: Path) -> Report:
         flagged=[
             e for e in (coordinator.entries if coordinator else []) if e.get("kind") == FLAGGED
         ],
+        failed=_failures(coordinator.entries if coordinator else [], nodes),
     )
+
+
+def _failures(entries: list[dict[str, Any]], nodes: dict[int, str]) -> list[dict[str, Any]]:
+    """Each instruction of the coordinator's that an error or silence answered, and why."""
+    failed = []
+    for entry in entries:
+        if entry.get("kind") not in ("error", "missing"):
+            continue
+        reason = str(entry.get("reason", ""))
+        site = entry.get("peer") or nodes.get(entry.get("node"))
+        if entry.get("code") == SITE_ERROR:
+            site, reason = split_site_error(reason)
+        failed.append(
+            {"round": entry.get("round", 0), "site": site or f"node {entry.get('node')}",
+             "what": "no answer" if entry["kind"] == "missing" else "error", "reason": reason}
+        )  # fmt: skip
+    return failed
 
 
 def _payload_kinds(sent: list[dict[str, Any]]) -> dict[str, int]:
@@ -248,6 +268,9 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
          ["round", "site", "why", "excluded from the aggregate"],
          [[str(f["round"]), f["site"], f["reason"], "yes" if f["excluded"] else "no"]
           for f in report.flagged]),
+        ("Sites that failed a round or did not answer it (round 0: the roll call)",
+         ["round", "site", "what", "why"],
+         [[str(f["round"]), f["site"], f["what"], f["reason"]] for f in report.failed]),
         ("Privacy budget, epsilon spent after each round, and the privacy measured in fact: "
          "a membership-inference attack's AUC on the site's last model (0.5: no leak)",
          ["site", "budget", *[f"round {r}" for r in rounds], "attack AUC"], privacy_rows),
@@ -303,7 +326,7 @@ def write_html(report: Report, out: Path, plots: dict[str, bytes]) -> Path:
         *([f"<li>{esc(p)}</li>" for p in report.problems] or ["<li>None: all checks pass.</li>"]),
         "</ul>",
     ]
-    ids = ["flow-matrix", "parties", "payload-kinds", "flagged", "budgets"]
+    ids = ["flow-matrix", "parties", "payload-kinds", "flagged", "failed", "budgets"]
     for table_id, (title, header, rows) in zip(ids, _tables(report), strict=True):
         parts += [f"<h2>{esc(title)}</h2><table id='{table_id}'><tr>"]
         parts += [f"<th>{esc(h)}</th>" for h in header] + ["</tr>"]

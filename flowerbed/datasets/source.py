@@ -16,6 +16,7 @@ import numpy as np
 
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.base import Dataset, ImageSet, SiteData
+from flowerbed.datasets.content import check_content
 from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
 from flowerbed.datasets.partition import partition
@@ -67,8 +68,14 @@ def source_kind(source: str) -> str:
 
 @lru_cache(maxsize=4)
 def load_dataset(source: str, sites: int = 1, seed: int = 0) -> Dataset:
-    """Read ``source`` once per process (sites of one simulation share a worker)."""
-    return READERS.get(source_kind(source))(source, sites, seed)
+    """Read ``source`` once per process (sites of one simulation share a worker), checked.
+
+    Every entry point (simulate, site init and launch, the roll call) reads through
+    here, so data that cannot be trained on is refused before anything starts.
+    """
+    dataset = READERS.get(source_kind(source))(source, sites, seed)
+    check_content(dataset, source)
+    return dataset
 
 
 @lru_cache(maxsize=4)

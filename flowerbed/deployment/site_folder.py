@@ -39,6 +39,7 @@ from flowerbed.config import (
     country_code,
     one_line,
     read_toml,
+    resolve_path,
 )
 from flowerbed.errors import ConfigError
 from flowerbed.privacy.sealing import SiteKeys
@@ -116,6 +117,8 @@ class SiteFolder:
         """Read and validate ``site_file``; ``ConfigError`` naming the file and field if bad."""
         site_file = Path(site_file)
         raw = read_toml(site_file)
+        if isinstance(raw.get("site"), dict) and "data" in raw["site"]:
+            raw["site"]["data"] = resolve_path(raw["site"]["data"], site_file.parent)
         try:
             config = SiteConfig(**raw)
         except ValidationError as err:

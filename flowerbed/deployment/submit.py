@@ -23,7 +23,7 @@ from flowerbed.deployment.app_bundle import app_hash, write_app
 from flowerbed.deployment.flwr_cli import FlwrCli
 from flowerbed.deployment.network import check_certificate, check_reachable, parse_address
 from flowerbed.errors import FlowerbedError
-from flowerbed.run_folder import METRICS_FILE, STATUS_FILE
+from flowerbed.run_folder import METRICS_FILE, STATUS_FILE, check_new_run_folder
 
 POLL_S = 2.0
 FINISHED = "finished:"
@@ -44,8 +44,7 @@ def submit_run(
     federation_file = Path(federation_file).resolve()
     load_federation(federation_file)  # a bad file fails here, not inside the ServerApp
     out = Path(out).resolve()
-    if (out / METRICS_FILE).exists():
-        raise FlowerbedError(f"{out} already holds a run; pass a new --out or remove it")
+    check_new_run_folder(out)
     host, port = parse_address(superlink, "--superlink")
     if root_certificates is not None:
         check_certificate(root_certificates, "--root-certificates")

@@ -16,6 +16,7 @@ from flowerbed.config import Federation, SiteSettings
 from flowerbed.hospital_client import gossip_site
 from flowerbed.hospital_client.audit_mod import make_audit_mod
 from flowerbed.hospital_client.identity import resolve_site
+from flowerbed.hospital_client.site_errors import make_site_errors_mod
 from flowerbed.hospital_client.site_round import evaluate_round, train_round
 
 
@@ -28,14 +29,15 @@ def make_client_app(
     (``homes/<site>/model.pt``) in gossip runs, ``ledgers`` the folder of
     the sites' ledgers (``ledgers/<site>.jsonl``); a deployed site names its
     own with the node config keys ``home`` and ``ledger``. Every message
-    passes the site's ledger and egress guard (``audit_mod``).
+    passes the site's ledger and egress guard (``audit_mod``); any failure
+    answers as the site's own one-line error (``site_errors``).
     """
 
     def site_of(context: Context) -> tuple[Federation, SiteSettings]:
         path = federation_file or context.run_config.get(R.FEDERATION_FILE)
         return resolve_site(context, None if path is None else str(path))
 
-    app = ClientApp(mods=[make_audit_mod(site_of, ledgers)])
+    app = ClientApp(mods=[make_site_errors_mod(site_of), make_audit_mod(site_of, ledgers)])
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:

@@ -8,6 +8,7 @@ given there (every round by default), picked by name:
   / ``received + factor * update``;
 * ``free-ride``: sends back what it received without training;
 * ``noise``: sends random parameters without training;
+* ``nan``: trains, then sends an update holding NaN (a diverged or broken site);
 * ``drop``: does not answer at all;
 * ``crash``: trains, then dies before it answers.
 
@@ -28,6 +29,7 @@ from flwr.app import MetricRecord
 from flowerbed import records as R
 from flowerbed.config import FaultSettings, Federation, SiteSettings
 from flowerbed.datasets import ImageSet, SiteData
+from flowerbed.errors import FlowerbedError
 from flowerbed.registry import Registry
 
 State = dict[str, torch.Tensor]
@@ -54,8 +56,8 @@ Behaviour = Callable[[FaultSettings, SiteTurn], tuple[State, MetricRecord]]
 FAULTS: Registry[Behaviour] = Registry("fault")
 
 
-class SiteDown(RuntimeError):
-    """A simulated site that does not answer this round."""
+class SiteDown(FlowerbedError):
+    """A simulated site that does not answer this round (its message is its one-line error)."""
 
 
 def behave(
@@ -110,6 +112,12 @@ def _noise(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
         return torch.randn(tensor.shape, generator=generator) * spread
 
     return _floats(turn.received, random_like), turn.claimed()
+
+
+@FAULTS.register("nan")
+def _nan(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+    trained, metrics = turn.train(turn.data)
+    return _floats(trained, lambda n, t: torch.full_like(t, float("nan"))), metrics
 
 
 @FAULTS.register("drop")

@@ -10,7 +10,9 @@ run, the previous round, the sender and this site.
 Mixing uses the Metropolis-Hastings weights the relay computed over the
 peers that answered last round (public scheduling facts, not data). A
 payload that does not open or does not fit the model is rejected: its
-weight falls back to the site's own model, and the count is reported.
+weight falls back to the site's own model, and the count is reported. A
+payload holding NaN or inf is dropped the same way, in either honesty mode,
+and its sender flagged (``non-finite``).
 A site whose privacy budget is spent still mixes and passes its model on:
 mixing models already released under DP costs no privacy.
 """
@@ -35,6 +37,7 @@ from flowerbed.honesty import (
     MIN_FOR_MEDIAN,
     distance,
     far_out,
+    finite,
     median_model,
     probe_answer,
     probe_digest,
@@ -166,7 +169,9 @@ def gossip_round(
     data = site_data(federation, site)
     own = _own_state(context, spec, int(config[R.SEED]))
     neighbours, rejected = _open_inbox(msg, keys, site.name, own)
-    flags = check_neighbours(msg, spec, own, neighbours)
+    broken = {peer for peer, (_, state) in neighbours.items() if not finite(state)}
+    neighbours = {peer: opened for peer, opened in neighbours.items() if peer not in broken}
+    flags = {**check_neighbours(msg, spec, own, neighbours), **dict.fromkeys(broken, R.NON_FINITE)}
     if config.get(R.HONESTY) == "exclude":
         neighbours = {peer: opened for peer, opened in neighbours.items() if peer not in flags}
     mixed, disagreement = mix(str(config.get(R.MIXING, DEFAULT_MIXING)), own, neighbours)

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from flowerbed.datasets import ImageSet
+from flowerbed.errors import TrainingDiverged
 from flowerbed.hospital_client.scoring import Scores, operating_point, score
 from flowerbed.privacy import PrivacyAccount
 from flowerbed.privacy.membership import loss_threshold_auc
@@ -129,11 +130,18 @@ def train(
 
     seen_logits, seen_labels = [], []
     with fast_layout(model, data.images.ndim) as layout:
-        for _ in range(plan.epochs):
+        for done in range(plan.epochs):
             for images, labels in epoch():
                 optimizer.zero_grad(set_to_none=True)
                 logits = trainee(images.contiguous(memory_format=layout))
-                F.cross_entropy(logits, labels).backward()
+                loss = F.cross_entropy(logits, labels)
+                if not torch.isfinite(loss):  # a NaN step would send a NaN model
+                    raise TrainingDiverged(
+                        f"training diverged in local epoch {done + 1}: the loss became "
+                        f"{float(loss)}; nothing was sent; lower the learning rate or check "
+                        "the data"
+                    )
+                loss.backward()
                 optimizer.step()
                 if anchor is not None:
                     _proximal_step(model, anchor, plan.learning_rate * plan.proximal_mu)

@@ -38,6 +38,7 @@ from flowerbed.audit import ResidencyPolicy
 from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
 from flowerbed.honesty import sketch, valid_sketch
+from flowerbed.strategies.attendance import require_quorum, take_attendance
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.registry import STRATEGIES
 from flowerbed.strategies.reply_checks import record_flag
@@ -119,7 +120,11 @@ class GossipRelay:
                 )
                 for site, node in enumerate(nodes)
             ]
-            replies = list(grid.send_and_receive(messages, timeout=timeout))
+            attendance = take_attendance(
+                server_round, "train", self.roll,
+                grid.send_and_receive(messages, timeout=timeout), timeout, self.observer,
+            )  # fmt: skip
+            replies = attendance.answered
             answered, sealed, train_rows, test_rows = self._collect(server_round, nodes, replies)
             claims = self._claims_and_flags(grid, server_round, nodes, replies)
             if server_round > 1:  # this round's replies scored the previous round's outcome
@@ -133,7 +138,7 @@ class GossipRelay:
             train_rows = [
                 dataclasses.replace(row, flag=untrained.get(row.site, "")) for row in train_rows
             ]
-            self._report_training(server_round, answered, train_rows)
+            self._report_training(server_round, answered, train_rows, attendance.missing)
             if self.federation.run.honesty == "exclude":
                 answered -= {self.names.index(site) for site in untrained}
             weights = self.topology.weights(server_round, answered)
@@ -190,19 +195,14 @@ class GossipRelay:
     def _collect(
         self, server_round: int, nodes: list[int], replies: Iterable[Message]
     ) -> tuple[set[int], dict[int, dict[int, bytes]], list[SiteRow], list[SiteRow]]:
-        """Sites that answered with payloads for exactly their addressees, the payloads,
-        this round's training rows and the test rows of the previous round's outcome."""
+        """Of the replies without error: sites that answered with payloads for exactly their
+        addressees, the payloads, this round's training rows and the test rows of the previous
+        round's outcome."""
         position = {node: site for site, node in enumerate(nodes)}
         answered: set[int] = set()
         sealed: dict[int, dict[int, bytes]] = {}
         train_rows, test_rows = [], []
         for reply in replies:
-            if reply.has_error():
-                self.observer.site_failed(
-                    server_round, "train", self.roll.name_of(reply.metadata.src_node_id),
-                    reply.error.reason,
-                )  # fmt: skip
-                continue
             site = position[reply.metadata.src_node_id]
             if R.TEST_METRICS in reply.content:
                 test_rows.append(
@@ -230,8 +230,6 @@ class GossipRelay:
         position = {node: site for site, node in enumerate(nodes)}
         claims = {}
         for reply in replies:
-            if reply.has_error():
-                continue
             reporter = self.names[position[reply.metadata.src_node_id]]
             answer = reply.content.config_records.get(R.PROBE)
             if answer is not None and R.PROBE_DIGEST in answer:
@@ -282,11 +280,14 @@ class GossipRelay:
         return named
 
     def _report_training(
-        self, server_round: int, answered: set[int], train_rows: list[SiteRow]
+        self,
+        server_round: int,
+        answered: set[int],
+        train_rows: list[SiteRow],
+        missing: dict[str, str],
     ) -> None:
         self.observer.site_rows(train_rows)
-        if not answered:
-            raise RunStopped(f"round {server_round}: no site answered; the run cannot go on")
+        require_quorum(server_round, len(answered), missing, self.federation.min_sites)
         if all(row.status == "refused" for row in train_rows):
             raise RunStopped(
                 f"round {server_round}: no site could train (every privacy budget is spent); "

@@ -30,11 +30,12 @@ class SiteRow:
     accuracy: float
     epsilon: float
     epsilon_budget: float
-    status: str  # "ok", or "refused" when the site's budget could not pay for the round
+    status: str  # "ok"; "refused": its budget could not pay; "failed": no usable answer
     bytes_sent: int  # payload bytes of the reply: parameters or sealed payloads
     disagreement: float  # gossip: mean squared parameter distance to the neighbours heard
     membership_auc: float  # test rows: membership-inference attack AUC on the site's model
     flag: str = ""  # train rows: why an honesty check flagged the reply, if it did
+    error: str = ""  # failed rows: the site's own one-line error, or why it is missing
 
     @classmethod
     def from_reply(
@@ -60,6 +61,15 @@ class SiteRow:
             membership_auc=float(metrics.get(R.MEMBERSHIP_AUC, NAN)),
         )
 
+    @classmethod
+    def failed(cls, server_round: int, split: str, site: str, country: str, error: str) -> SiteRow:
+        """The row of a site that failed or did not answer: no scores, its error."""
+        return cls(
+            round=server_round, site=site, country=country, split=split, num_examples=0,
+            loss=NAN, auc=NAN, accuracy=NAN, epsilon=NAN, epsilon_budget=NAN,
+            status="failed", bytes_sent=0, disagreement=NAN, membership_auc=NAN, error=error,
+        )  # fmt: skip
+
 
 def payload_bytes(reply: Message) -> int:
     """Bytes of model content in a reply: its parameters, or its sealed payloads."""
@@ -74,7 +84,7 @@ class RoundObserver(Protocol):
         """Rows of one round and split, as soon as the replies are in."""
 
     def site_failed(self, server_round: int, split: str, site: str, reason: str) -> None:
-        """A site answered with an error (crashed, timed out)."""
+        """A site answered with an error, or not at all before the round's deadline."""
 
     def round_done(self, server_round: int) -> None:
         """Training and evaluation of ``server_round`` are complete."""

@@ -25,6 +25,7 @@ from flowerbed import records as R
 from flowerbed.config import Federation
 from flowerbed.errors import RunStopped
 from flowerbed.models import ModelSpec
+from flowerbed.strategies.attendance import why_failed
 
 CONNECT_POLL_S = 1.0
 
@@ -43,6 +44,25 @@ class Roll:
         return dict(zip(self.node_ids, self.names, strict=True)).get(node_id, f"node {node_id}")
 
 
+class RollGrid:
+    """The grid as Flower's strategies see it: the roll's nodes, connected or not.
+
+    Flower's sampling waits until ``min_available_nodes`` nodes are connected
+    (forever, once one has died) and samples among whatever is connected;
+    through this view it addresses exactly the sites of the roll call, and a
+    node gone answers with Flower's error instead of stalling the run.
+    """
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid, self._node_ids = grid, node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._node_ids)
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
+
+
 def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
     """Wait for every listed site, ask each who it is, check the answers; ``RunStopped`` if off."""
     names = [site.name for site in federation.sites]
@@ -56,10 +76,15 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         for node in node_ids
     ]
     answers: dict[str, tuple[int, bytes, tuple[int, ...], int]] = {}
-    refusals: list[str] = []
+    site_errors: dict[str, str] = {}  # site -> its own one-line error
+    refusals: list[str] = []  # Flower's errors: an unapproved app, a node gone
     for reply in grid.send_and_receive(queries, timeout=timeout):
+        if reply.has_error() and reply.error.code == R.SITE_ERROR:
+            name, message = R.split_site_error(reply.error.reason)
+            site_errors[name] = message
+            continue
         if reply.has_error():
-            refusals.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            refusals.append(f"node {reply.metadata.src_node_id}: {why_failed(reply)}")
             continue
         site = reply.content[R.SITE]
         name = str(site[R.SITE_NAME])
@@ -71,19 +96,28 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
             tuple(int(d) for d in site[R.SITE_SAMPLE_SHAPE]),
             int(site[R.SITE_CLASSES]),
         )
-    missing = [name for name in names if name not in answers]
-    if missing:
-        said = f" (errors: {'; '.join(refusals)})" if refusals else ""
-        raise RunStopped(
-            f"sites {', '.join(missing)} did not answer the roll call{said}; start their "
-            "SuperNodes, and check that they approved this app"
-        )
+    silent = [name for name in names if name not in answers and name not in site_errors]
+    if site_errors or silent:
+        raise RunStopped(_roll_call_failure(site_errors, silent, refusals))
     return Roll(
         names,
         [answers[n][0] for n in names],
         [answers[n][1] for n in names],
         _common_spec(federation.run.model, {n: answers[n][2:] for n in names}),
     )
+
+
+def _roll_call_failure(site_errors: dict[str, str], silent: list[str], refusals: list[str]) -> str:
+    """Why the roll call failed: each failing site's own error; the approval hint only for
+    sites that did not answer, or whose SuperNode refused the app."""
+    parts = [f"site {site}: {message}" for site, message in sorted(site_errors.items())]
+    if silent:
+        said = f" (errors: {'; '.join(refusals)})" if refusals else ""
+        parts.append(
+            f"sites {', '.join(silent)} did not answer the roll call{said}; start their "
+            "SuperNodes, and check that they approved this app"
+        )
+    return "; ".join(parts)
 
 
 def _listed(federation: Federation, name: str, country: str) -> bool:

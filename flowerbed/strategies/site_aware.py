@@ -1,8 +1,9 @@
 """Per-site reporting and budget refusals, layered over Flower's own strategies.
 
 ``SiteAware`` is mixed in front of a ``flwr.serverapp.strategy`` class: it
-reports every site's reply to the observer, takes sites that refused (their
-privacy budget is spent) or failed out of aggregation, runs the honesty
+addresses every site of the roll call, reports every site's reply (or its
+absence, ``strategies.attendance``) to the observer, takes sites that refused
+(their privacy budget is spent) or failed out of aggregation, runs the honesty
 checks (``strategies.reply_checks``), and stops the run loudly when no site can
 train any more. Averaging itself stays Flower's.
 """
@@ -20,11 +21,14 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
+from flowerbed.arrays import to_state_dict
 from flowerbed.config import Federation, RunSettings
 from flowerbed.errors import RunStopped
+from flowerbed.honesty import finite
+from flowerbed.strategies.attendance import require_quorum, take_attendance
 from flowerbed.strategies.observer import RoundObserver, SiteRow
 from flowerbed.strategies.reply_checks import flag_replies, record_flag
-from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.roll_call import Roll, RollGrid
 
 
 class SiteAware:
@@ -36,6 +40,7 @@ class SiteAware:
 
     def bind(self, federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAware:
         self.observer, self.roll, self.run = observer, roll, federation.run
+        self.min_sites = federation.min_sites
         self._audit_draws = random.Random(federation.run.seed)
         self._sent: ArrayRecord | None = None  # the model of this round's instructions
         self._probe_seed, self._grid = 0, None
@@ -48,12 +53,22 @@ class SiteAware:
         self._sent, self._probe_seed = arrays, secrets.randbelow(2**31)
         self._grid = grid
         config = ConfigRecord({**config, R.PROBE_SEED: self._probe_seed})
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        return super().configure_train(  # type: ignore[misc]
+            server_round, arrays, config, RollGrid(grid, self.roll.node_ids)
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's instructions, to every site of the roll call."""
+        return super().configure_evaluate(  # type: ignore[misc]
+            server_round, arrays, config, RollGrid(grid, self.roll.node_ids)
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        answered, rows = self._collect(server_round, "train", replies)
+        answered, rows, missing = self._collect(server_round, "train", replies)
         for row in rows:
             if row.status == "refused":
                 log(
@@ -65,10 +80,14 @@ class SiteAware:
                     row.epsilon_budget,
                 )
         ok = [i for i, row in enumerate(rows) if row.status == "ok"]
+        broken = self._non_finite(server_round, [answered[i] for i in ok], [rows[i] for i in ok])
+        ok = [i for i in ok if rows[i].site not in broken]
         flags = self._honesty(server_round, [answered[i] for i in ok], [rows[i] for i in ok])
+        flags.update(broken)
         rows = [dataclasses.replace(r, flag=flags.get(r.site, "")) for r in rows]
         self.observer.site_rows(rows)
-        excluded = set(flags) if self.run.honesty == "exclude" else set()
+        require_quorum(server_round, len(answered), missing, self.min_sites)
+        excluded = set(flags) if self.run.honesty == "exclude" else set(broken)
         trained = [answered[i] for i in ok if rows[i].site not in excluded]
         if not trained:
             raise RunStopped(
@@ -76,6 +95,21 @@ class SiteAware:
                 "every site failed, or every site was excluded); the last global model is kept"
             )
         return super().aggregate_train(server_round, trained)  # type: ignore[misc]
+
+    def _non_finite(
+        self, server_round: int, replies: list[Message], rows: list[SiteRow]
+    ) -> dict[str, str]:
+        """Site -> why, for updates holding NaN or inf: flagged and never averaged, in either
+        honesty mode (one would make the average NaN for every site)."""
+        reason = R.PEER_FLAGS[R.NON_FINITE]
+        broken = {
+            row.site: reason
+            for reply, row in zip(replies, rows, strict=True)
+            if not finite(to_state_dict(reply.content[R.ARRAYS]))
+        }
+        for site in broken:
+            record_flag(self._grid, "exclude", server_round, site, reason)
+        return broken
 
     def _honesty(self, server_round: int, replies: list[Message], rows: list[SiteRow]) -> dict:
         """Site -> why it is flagged; logged and written to the coordinator's ledger."""
@@ -102,27 +136,27 @@ class SiteAware:
         self, server_round: int, split: str, replies: Iterable[Message]
     ) -> tuple[list[Message], list[SiteRow]]:
         """Hand every reply to the observer; return the answered ones and their rows."""
-        answered, rows = self._collect(server_round, split, replies)
+        answered, rows, _ = self._collect(server_round, split, replies)
         self.observer.site_rows(rows)
         return answered, rows
 
     def _collect(
         self, server_round: int, split: str, replies: Iterable[Message]
-    ) -> tuple[list[Message], list[SiteRow]]:
-        """Report failures to the observer; the answered replies and their rows, by site name.
+    ) -> tuple[list[Message], list[SiteRow], dict[str, str]]:
+        """Report failures to the observer; the answered replies and their rows, by site name,
+        and the sites that failed or went missing, with why.
 
         Whatever order the replies arrived in: the aggregate's float sums, and
         so a seeded run's every model, would otherwise depend on it.
         """
-        answered = []
-        for reply in replies:
-            if reply.has_error():
-                self.observer.site_failed(
-                    server_round, split, self.roll.name_of(reply.metadata.src_node_id),
-                    reply.error.reason,
-                )  # fmt: skip
-            else:
-                answered.append(reply)
+        attendance = take_attendance(
+            server_round, split, self.roll, replies, self.run.round_timeout, self.observer
+        )
+        answered = attendance.answered
         rows = [SiteRow.from_reply(server_round, split, reply) for reply in answered]
         order = sorted(range(len(rows)), key=lambda index: rows[index].site)
-        return [answered[index] for index in order], [rows[index] for index in order]
+        return (
+            [answered[index] for index in order],
+            [rows[index] for index in order],
+            attendance.missing,
+        )
