@@ -23,6 +23,7 @@ from flowerbed.audit.verify import verify_run
 from flowerbed.config import Federation, default_sites, load_federation
 from flowerbed.deploy_cli import app_commands, coordinator_commands, run_command, site_commands
 from flowerbed.errors import FlowerbedError
+from flowerbed.round_lines import failed_sites
 from flowerbed.run_folder import RunFolder
 from flowerbed.simulation import simulate as run_simulation
 from flowerbed.strategies import SiteRow
@@ -185,6 +186,8 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
             federation, out, on_round=on_round, on_start=lambda: started.enter_context(progress)
         )
     console.print(_site_table(federation, folder))
+    for line in _failure_lines(folder):
+        console.print(line, highlight=False)
     verdict = json.loads((out / "report.json").read_text())["verdict"]
     console.print(f"audit: ledgers {verdict}; report in {out / 'report.html'}")
     if run.strategy == "gossip":
@@ -207,37 +210,46 @@ def _round_line(server_round: int, rows: list[SiteRow]) -> str:
     refused = [r.site for r in rows if r.status == "refused"]
     if refused:
         line += f" [yellow]· budget spent, did not train: {', '.join(refused)}[/]"
-    failed = {r.site: r.error for r in rows if r.status == "failed"}
-    if failed:
-        named = "; ".join(f"{site}: {error}" for site, error in sorted(failed.items()))
-        line += f" [red]· failed or missing: {escape(named)}[/]"
-    return line
+    return line + failed_sites({r.site: r.error for r in rows if r.status == "failed"})
 
 
 def _site_table(federation: Federation, folder: RunFolder) -> Table:
-    """The last scores of each site; a site that failed a round says when and why."""
     table = Table(title="Sites after the last round (test split)")
-    columns = ["site", "country", "train examples", "AUC", "accuracy", "epsilon spent"]
-    last_failure = {row.site: row for row in folder.failed_rows}
-    if last_failure:
-        columns.append("last failure")
-    for column in columns:
+    for column in ("site", "country", "train examples", "AUC", "accuracy", "epsilon spent"):
         table.add_column(column, justify="left" if column in ("site", "country") else "right")
     for site in federation.sites:
         trained = folder.latest.get((site.name, "train"))
         tested = folder.latest.get((site.name, "test"))
-        cells = [site.name, site.country, "-", "-", "-", "-"]
-        if tested is not None and tested.status != "failed":
-            cells[2] = str(trained.num_examples) if trained and trained.status == "ok" else "-"
-            cells[3:5] = f"{tested.auc:.3f}", f"{tested.accuracy:.3f}"
-            cells[5] = f"{tested.epsilon:.2f}" if federation.privacy.enabled else "no DP"
-        if last_failure:
-            failure = last_failure.get(site.name)
-            cells.append(
-                escape(f"round {failure.round} {failure.split}: {failure.error}") if failure else ""
-            )
-        table.add_row(*cells)
+        if tested is None or tested.status == "failed":
+            table.add_row(site.name, site.country, "-", "-", "-", "-")
+            continue
+        examples = str(trained.num_examples) if trained and trained.status == "ok" else "-"
+        epsilon = f"{tested.epsilon:.2f}" if federation.privacy.enabled else "no DP"
+        table.add_row(
+            site.name,
+            site.country,
+            examples,
+            f"{tested.auc:.3f}",
+            f"{tested.accuracy:.3f}",
+            epsilon,
+        )
     return table
+
+
+def _failure_lines(folder: RunFolder) -> list[str]:
+    """One line per site that failed a round or went missing: its last failure, and how many."""
+    by_site: dict[str, list[SiteRow]] = {}
+    for row in folder.failed_rows:
+        by_site.setdefault(row.site, []).append(row)
+    lines = []
+    for site, rows in by_site.items():
+        last = rows[-1]
+        times = f" ({len(rows)} failures in all)" if len(rows) > 1 else ""
+        lines.append(
+            f"[yellow]site {site} failed round {last.round} ({last.split}):[/] "
+            f"{escape(last.error)}{times}"
+        )
+    return lines
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from flowerbed.deployment.site_folder import (
 )
 from flowerbed.deployment.submit import submit_run
 from flowerbed.errors import ConfigError
+from flowerbed.round_lines import failed_sites
 
 console = Console()
 site_commands = typer.Typer(
@@ -190,8 +191,9 @@ def run_command(
     def submitted(run_id: int, digest: str) -> None:
         console.print(f"run {run_id} submitted (app {digest}); run folder {out}")
 
-    def round_done(server_round: int, mean_auc: float) -> None:
-        console.print(f"round {server_round}: mean test AUC {mean_auc:.3f}")
+    def round_done(server_round: int, mean_auc: float, failed: dict[str, str]) -> None:
+        line = f"round {server_round}: mean test AUC {mean_auc:.3f}"
+        console.print(line + failed_sites(failed), highlight=False)
 
     submit_run(federation, superlink, root_certificates, out, submitted, round_done)
     console.print(f"[green]completed[/]: run folder {out}")

@@ -7,7 +7,8 @@ Layout::
                             (a site that failed a round has a row with status "failed"
                             and its error)
     RUN_DIR/model.pt        final global model: state dict and the spec to rebuild it
-    RUN_DIR/status.json     completed, or stopped and why
+    RUN_DIR/status.json     completed, or stopped and why; each site's failures
+    RUN_DIR/flower.log      simulation: Flower's log and the sites' tracebacks
     RUN_DIR/ledgers/        one ledger per party: <site>.jsonl and coordinator.jsonl
 
 Rows are appended and flushed as each round's replies arrive, so a run that
@@ -33,6 +34,7 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
 MODEL_FILE = "model.pt"
 STATUS_FILE = "status.json"
+LOG_FILE = "flower.log"
 LEDGERS_DIR = "ledgers"
 METRIC_COLUMNS = [field.name for field in dataclasses.fields(SiteRow)]
 
@@ -87,6 +89,10 @@ class RunFolder:
     @property
     def config_file(self) -> Path:
         return self.path / CONFIG_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
 
     @property
     def ledgers(self) -> Path:

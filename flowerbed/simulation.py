@@ -142,11 +142,14 @@ def simulate(
     if on_start is not None:
         on_start()
     try:
-        with _quiet_flower():
+        with _flower_logs_to(folder.log_file):
             run_simulation(
                 server_app=make_server_app(config_file, folder),
                 client_app=make_client_app(
-                    str(config_file), str(folder.path / SITES_DIR), str(folder.ledgers)
+                    str(config_file),
+                    str(folder.path / SITES_DIR),
+                    str(folder.ledgers),
+                    str(folder.log_file),
                 ),
                 num_supernodes=len(federation.sites),
                 backend_config=backend_config(),
@@ -158,14 +161,29 @@ def simulate(
 
 
 @contextmanager
-def _quiet_flower():
-    """Flower logs every message exchange at INFO; our progress display replaces that."""
+def _flower_logs_to(log_file: Path):
+    """Flower's log (every message exchange, every error) to ``log_file``, not the console.
+
+    Our progress display and one-line errors replace it on the console; the
+    sites' tracebacks join it there (``hospital_client.site_errors``).
+    """
     logger = logging.getLogger("flwr")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    level, console_levels = logger.level, [(h, h.level) for h in logger.handlers]
+    to_file = logging.FileHandler(log_file)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    propagate, logger.propagate = logger.propagate, False
+    logger.setLevel(logging.INFO)
+    for handler, _ in console_levels:
+        handler.setLevel(logging.CRITICAL + 1)
+    logger.addHandler(to_file)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        logger.removeHandler(to_file)
+        to_file.close()
         logger.setLevel(level)
+        logger.propagate = propagate
+        for handler, console_level in console_levels:
+            handler.setLevel(console_level)

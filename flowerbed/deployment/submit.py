@@ -29,7 +29,7 @@ POLL_S = 2.0
 FINISHED = "finished:"
 COMPLETED = "finished:completed"
 
-RoundLine = Callable[[int, float], None]  # (round, mean test AUC)
+RoundLine = Callable[[int, float, dict[str, str]], None]  # (round, mean test AUC, failed)
 
 
 def submit_run(
@@ -70,23 +70,27 @@ def _follow(flwr: FlwrCli, run_id: int, out: Path, on_round: RoundLine) -> tuple
     while True:
         status, details = flwr.status(run_id)
         finished = status.startswith(FINISHED)
-        rounds = _test_auc_by_round(out / METRICS_FILE)
+        rounds, failed = _rounds_so_far(out / METRICS_FILE)
         done = sorted(r for r in rounds if r > reported and (finished or r < max(rounds)))
         for server_round in done:
-            on_round(server_round, rounds[server_round])
+            on_round(server_round, rounds[server_round], failed.get(server_round, {}))
             reported = server_round
         if finished:
             return status, details
         time.sleep(POLL_S)
 
 
-def _test_auc_by_round(metrics: Path) -> dict[int, float]:
-    """Mean test AUC per round from the run folder written so far."""
+def _rounds_so_far(metrics: Path) -> tuple[dict[int, float], dict[int, dict[str, str]]]:
+    """From the run folder written so far: the mean test AUC per round, and per round the
+    sites that failed or went missing, with why."""
     if not metrics.exists():
-        return {}
+        return {}, {}
     aucs: dict[int, list[float]] = defaultdict(list)
+    failed: dict[int, dict[str, str]] = defaultdict(dict)
     with open(metrics, newline="") as rows:
         for row in csv.DictReader(rows):
-            if row["split"] == "test" and row["auc"] not in ("", "nan"):
+            if row["status"] == "failed":
+                failed[int(row["round"])][row["site"]] = row["error"]
+            elif row["split"] == "test" and row["auc"] not in ("", "nan"):
                 aucs[int(row["round"])].append(float(row["auc"]))
-    return {r: sum(v) / len(v) for r, v in aucs.items()}
+    return {r: sum(v) / len(v) for r, v in aucs.items()}, failed

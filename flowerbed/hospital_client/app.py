@@ -21,7 +21,10 @@ from flowerbed.hospital_client.site_round import evaluate_round, train_round
 
 
 def make_client_app(
-    federation_file: str | None = None, homes: str | None = None, ledgers: str | None = None
+    federation_file: str | None = None,
+    homes: str | None = None,
+    ledgers: str | None = None,
+    log_file: str | None = None,
 ) -> ClientApp:
     """A ClientApp bound to ``federation_file``, or reading it from the run config if None.
 
@@ -30,14 +33,17 @@ def make_client_app(
     the sites' ledgers (``ledgers/<site>.jsonl``); a deployed site names its
     own with the node config keys ``home`` and ``ledger``. Every message
     passes the site's ledger and egress guard (``audit_mod``); any failure
-    answers as the site's own one-line error (``site_errors``).
+    answers as the site's own one-line error (``site_errors``), its
+    traceback going to ``log_file`` if given.
     """
 
     def site_of(context: Context) -> tuple[Federation, SiteSettings]:
         path = federation_file or context.run_config.get(R.FEDERATION_FILE)
         return resolve_site(context, None if path is None else str(path))
 
-    app = ClientApp(mods=[make_site_errors_mod(site_of), make_audit_mod(site_of, ledgers)])
+    app = ClientApp(
+        mods=[make_site_errors_mod(site_of, log_file), make_audit_mod(site_of, ledgers)]
+    )
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:

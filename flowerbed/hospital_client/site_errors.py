@@ -9,6 +9,7 @@ gone). The traceback goes to the site's own log, where its operator looks.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from logging import ERROR
 
@@ -31,8 +32,14 @@ def one_line(error: BaseException) -> str:
     return text if len(text) <= LONGEST_REASON else text[: LONGEST_REASON - 1] + "…"
 
 
-def make_site_errors_mod(site_of: SiteOf) -> Callable:
-    """The outermost mod of the ClientApp: turns any exception into a one-line error reply."""
+def make_site_errors_mod(site_of: SiteOf, log_file: str | None = None) -> Callable:
+    """The outermost mod of the ClientApp: turns any exception into a one-line error reply.
+
+    Every failure must reach the coordinator, so it catches them all. The
+    traceback goes to Flower's log (a SuperNode's own), and to ``log_file``
+    when given (a simulation's ``RUN_DIR/flower.log``: its sites run in Ray's
+    workers, whose output the console does not show).
+    """
 
     def site_errors_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         try:
@@ -40,6 +47,10 @@ def make_site_errors_mod(site_of: SiteOf) -> Callable:
         except Exception as error:
             name = _name(site_of, context)
             log(ERROR, "site %s: %s failed", name, msg.metadata.message_type, exc_info=error)
+            if log_file is not None:
+                with open(log_file, "a") as out:
+                    out.write(f"site {name}: {msg.metadata.message_type} failed\n")
+                    out.writelines(traceback.format_exception(error))
             reason = R.site_error(name, one_line(error))
             return Message(Error(code=R.SITE_ERROR, reason=reason), reply_to=msg)
 
