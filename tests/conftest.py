@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
@@ -41,6 +42,33 @@ def shared_file(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.is_file():
         pytest.skip(f"{path} is absent")
+    return path
+
+
+def save_npz(
+    path: Path,
+    train: np.ndarray,
+    test: np.ndarray,
+    classes: int | list[int] = 2,
+    train_labels: np.ndarray | None = None,
+) -> Path:
+    """A MedMNIST-layout ``.npz``, labels drawn from ``classes`` (a count, or the values)."""
+    rng = np.random.default_rng(0)
+
+    def labels(count: int) -> np.ndarray:
+        if isinstance(classes, int):
+            return rng.integers(0, classes, (count, 1)).astype(np.uint8)
+        return rng.choice(classes, (count, 1)).astype(np.uint8)
+
+    np.savez(
+        path,
+        train_images=train,
+        train_labels=labels(len(train)) if train_labels is None else train_labels,
+        val_images=test,
+        val_labels=labels(len(test)),
+        test_images=test,
+        test_labels=labels(len(test)),
+    )
     return path
 
 

@@ -53,6 +53,12 @@ class Processes:
         self.started.clear()
 
 
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL ``process`` and everything it started: a machine that dies, not one that stops."""
+    _signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)

@@ -182,3 +182,17 @@ def test_a_budget_overrun_is_caught(runs, tmp_path):
     write(run, "lyon", rechain(entries, "lyon", site_key(grid, "lyon")))
     overrun = f"lyon entry {len(entries) - 1}: epsilon spent 9.500 exceeds budget 8"
     assert overrun in problems(run)
+
+
+def test_parameters_sent_to_a_party_the_federation_does_not_list_are_caught(runs, tmp_path):
+    """A node outside the federation may answer the roll call, and nothing more."""
+    path, _ = runs["fedavg"]
+    run = tmp_path / "run"
+    shutil.copytree(path, run)
+    federation = load_federation(run / "config.toml")
+    federation.sites = [site for site in federation.sites if site.name != "lyon"]
+    save_federation(federation, run / "config.toml")
+    (run / "ledgers" / "lyon.jsonl").unlink()
+    found = problems(run)
+    assert found
+    assert all("sent parameters to lyon, a party the federation does not list" in p for p in found)

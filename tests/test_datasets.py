@@ -3,7 +3,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import shared_file
+from conftest import save_npz, shared_file
 from PIL import Image
 
 from flowerbed.config import load_federation
@@ -12,20 +12,6 @@ from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
 from flowerbed.datasets.synthetic import make_synthetic
 from flowerbed.errors import DataError
-
-
-def save_npz(path: Path, train: np.ndarray, test: np.ndarray, classes: int = 2) -> Path:
-    rng = np.random.default_rng(0)
-    np.savez(
-        path,
-        train_images=train,
-        train_labels=rng.integers(0, classes, (len(train), 1)).astype(np.uint8),
-        val_images=test,
-        val_labels=rng.integers(0, classes, (len(test), 1)).astype(np.uint8),
-        test_images=test,
-        test_labels=rng.integers(0, classes, (len(test), 1)).astype(np.uint8),
-    )
-    return path
 
 
 @pytest.mark.parametrize(

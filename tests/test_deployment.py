@@ -7,17 +7,20 @@ group and stopped by it, even when a test fails.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import deployed_site_folder
-from loopback import Processes, free_port, wait_for
+from loopback import Processes, free_port, kill, wait_for
 
+from flowerbed.audit.report import build_report
 from flowerbed.audit.verify import verify_run
 from flowerbed.deployment.app_bundle import app_hash
 from flowerbed.deployment.certificates import make_certificates
@@ -27,10 +30,13 @@ pytestmark = pytest.mark.slow
 FLOWERBED = str(Path(sys.executable).parent / "flowerbed")
 SITES = {"berlin": "DE", "paris": "FR", "lyon": "FR"}
 UNAPPROVING = ("nantes", "FR")  # registered, but its operator approved no app
+DOOMED = ("hamburg", "DE")  # approved; its SuperNode is killed mid-run by one test
 
 
-def write_federation(path: Path, sites: dict[str, str], folders: Path, strategy: str) -> Path:
-    lines = [f'[run]\nstrategy = "{strategy}"\nrounds = 2\ntopology = "complete"\n']
+def write_federation(
+    path: Path, sites: dict[str, str], folders: Path, strategy: str, run: str = "rounds = 2"
+) -> Path:
+    lines = [f'[run]\nstrategy = "{strategy}"\n{run}\ntopology = "complete"\n']
     lines.append("[privacy]\nenabled = false\n")
     for name, country in sites.items():
         key = folders / name / "keys" / "supernode.pub"
@@ -43,14 +49,14 @@ def write_federation(path: Path, sites: dict[str, str], folders: Path, strategy:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    """A SuperLink with four registered hospitals; three approved this flowerbed's app."""
+    """A SuperLink with five registered hospitals; four approved this flowerbed's app."""
     root = tmp_path_factory.mktemp("deployment")
     certificates = make_certificates(root / "certs", ["127.0.0.1", "localhost"])
     folders = root / "sites"
-    for name, country in SITES.items():
+    for name, country in (*SITES.items(), DOOMED):
         deployed_site_folder(folders / name, name, country, approved_apps=[app_hash()])
     deployed_site_folder(folders / UNAPPROVING[0], *UNAPPROVING)
-    everyone = {**SITES, UNAPPROVING[0]: UNAPPROVING[1]}
+    everyone = {**SITES, DOOMED[0]: DOOMED[1], UNAPPROVING[0]: UNAPPROVING[1]}
     registered = write_federation(root / "registered.toml", everyone, folders, "fedavg")
     address = f"127.0.0.1:{free_port()}"
     processes = Processes(root)
@@ -61,28 +67,39 @@ def federation(tmp_path_factory):
             "--state", str(root / "state"), home=root / "flwr-coordinator",
         )  # fmt: skip
         wait_for(log, "SuperLink up", coordinator)
-        for name in everyone:
-            processes.start(
+        nodes = {
+            name: processes.start(
                 name, FLOWERBED, "site", "launch", str(folders / name / "site.toml"),
                 "--superlink", address, "--root-certificates", str(certificates.ca),
                 "--port", str(free_port()), home=root / f"flwr-{name}",
-            )  # fmt: skip
+            )[0]
+            for name in everyone
+        }  # fmt: skip
         yield {
             "root": root, "address": address, "ca": certificates.ca, "folders": folders,
-            "processes": processes, "coordinator_log": log,
+            "processes": processes, "coordinator_log": log, "nodes": nodes,
         }  # fmt: skip
     finally:
         processes.stop_all()
+
+
+def run_command(federation: dict, federation_file: Path, out: Path) -> list[str]:
+    return [
+        FLOWERBED, "run", str(federation_file), "--superlink", federation["address"],
+        "--root-certificates", str(federation["ca"]), "--out", str(out),
+    ]  # fmt: skip
+
+
+def run_env(federation: dict) -> dict[str, str]:
+    return {**os.environ, "FLWR_HOME": str(federation["root"] / "flwr-run")}
 
 
 def flowerbed_run(
     federation: dict, federation_file: Path, out: Path
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [FLOWERBED, "run", str(federation_file), "--superlink", federation["address"],
-         "--root-certificates", str(federation["ca"]), "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "FLWR_HOME": str(federation["root"] / "flwr-run")},
+        run_command(federation, federation_file, out),
+        capture_output=True, text=True, timeout=600, env=run_env(federation),
     )  # fmt: skip
 
 
@@ -159,3 +176,57 @@ def test_a_certificate_from_another_ca_is_refused_before_anything_starts(federat
     said = " ".join(result.stdout.split())
     assert result.returncode == 1
     assert "presents a certificate" in said and "Traceback" not in said
+
+
+ROUND_TIMEOUT_S = 90  # above Flower's heartbeat expiry (2 x 30 s), which ends the wait first
+
+
+def test_a_site_killed_mid_run_is_named_missing_and_the_others_finish(federation):
+    root = federation["root"]
+    sites = {"berlin": "DE", "paris": "FR", DOOMED[0]: DOOMED[1]}
+    run_settings = f"rounds = 3\nround_timeout = {ROUND_TIMEOUT_S}\nmin_sites = 2"
+    spec = write_federation(root / "doomed.toml", sites, federation["folders"], "fedavg",
+                            run_settings)  # fmt: skip
+    run = root / "run-doomed"
+    command = subprocess.Popen(
+        run_command(federation, spec, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=run_env(federation),
+    )  # fmt: skip
+    try:
+        rows = wait_for_rows(run / "metrics.csv", lambda row: row["split"] == "test", 3)
+        assert {row["round"] for row in rows} == {"1"}
+        kill(federation["nodes"][DOOMED[0]])
+        killed_at = time.monotonic()
+        said, _ = command.communicate(timeout=ROUND_TIMEOUT_S + 240)
+    finally:
+        command.kill()
+    said = " ".join(said.split())
+    assert command.returncode == 0, said
+    assert time.monotonic() - killed_at < ROUND_TIMEOUT_S + 120  # the deadline, plus a round
+    assert "failed or missing: hamburg: its SuperNode stopped reporting" in said
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "completed" and status["rounds_completed"] == 3
+    assert any(line.startswith("round 2 train: hamburg:") for line in status["failures"])
+    with open(run / "metrics.csv", newline="") as file:
+        metrics = list(csv.DictReader(file))
+    for server_round in ("2", "3"):  # the two live sites trained, and only they
+        trained = {r["site"]: r["status"] for r in metrics
+                   if r["round"] == server_round and r["split"] == "train"}  # fmt: skip
+        assert trained == {"berlin": "ok", "paris": "ok", "hamburg": "failed"}
+    collect_ledgers(federation, run, list(sites))
+    assert verify_run(run).problems == []
+    report = build_report(run)
+    assert {(f["round"], f["site"]) for f in report.failed} >= {(2, "hamburg"), (3, "hamburg")}
+
+
+def wait_for_rows(metrics: Path, wanted, count: int, timeout: float = 240) -> list[dict]:
+    """The first ``count`` rows of ``metrics.csv`` that are ``wanted``, once written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists():
+            with open(metrics, newline="") as file:
+                rows = [row for row in csv.DictReader(file) if wanted(row)]
+            if len(rows) >= count:
+                return rows[:count]
+        time.sleep(0.2)
+    raise AssertionError(f"{metrics} never held {count} such rows")

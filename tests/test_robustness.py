@@ -26,6 +26,7 @@ from flowerbed.config import load_federation
 from flowerbed.datasets import ImageSet, site_data
 from flowerbed.errors import ConfigError
 from flowerbed.honesty import distance, far_out, only_mixed, probe_digest, sketch
+from flowerbed.hospital_client import gossip_site
 from flowerbed.hospital_client.gossip_site import check_neighbours
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
@@ -45,7 +46,13 @@ SITES = [
 HOSTILE = "lyon"
 
 
-def federation(strategy: str, faults: dict | None = None, rounds: int = 3, mixing="average"):
+def federation(
+    strategy: str,
+    faults: dict | None = None,
+    rounds: int = 3,
+    mixing: str = "average",
+    sites: list[dict] = SITES,
+):
     return load_federation(
         None,
         {
@@ -57,7 +64,7 @@ def federation(strategy: str, faults: dict | None = None, rounds: int = 3, mixin
                 "mixing": mixing,
             },
             "privacy": {"enabled": False},
-            "sites": SITES,
+            "sites": sites,
             "faults": faults or {},
         },
     )
@@ -170,6 +177,49 @@ def test_dropped_crashed_and_free_riding_sites_do_not_stop_the_run_or_break_a_le
     assert (1, "berlin") in trained and (2, "munich") in trained
     assert '"completed"' in (run / "status.json").read_text()
     assert verify_run(run).problems == []
+
+
+# Two sites share [data]; the third brings its own, so the two get the same shards with it
+# as without it, and its NaN update is the only difference between the runs.
+GOOD_SITES = [SITES[0], SITES[2]]
+POISONED = {"name": "hamburg", "country": "DE", "data": "synthetic"}
+
+
+def last_round_test_scores(run) -> dict[str, float]:
+    with open(run / "metrics.csv", newline="") as rows:
+        rows = [r for r in csv.DictReader(rows) if r["split"] == "test" and r["status"] == "ok"]
+    last = max(int(r["round"]) for r in rows)
+    return {r["site"]: float(r["auc"]) for r in rows if int(r["round"]) == last}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fedavg", "median", "gossip"])
+def test_a_site_sending_nan_is_dropped_and_flagged_and_the_others_end_as_if_alone(
+    tmp_path, task_identity, monkeypatch, strategy
+):
+    if strategy == "gossip":
+        # A gossip site's own guard refuses to send the sketch of a NaN model; a hostile
+        # site would not run it and would claim a finite sketch: so here does every site
+        # (an honest site's model is finite, so its sketch is unchanged).
+        def finite_sketch(state, seed):
+            return sketch({n: torch.nan_to_num(t) for n, t in state.items()}, seed)
+
+        monkeypatch.setattr(gossip_site, "sketch", finite_sketch)
+    alone, _ = run_in_process(tmp_path / "alone", federation(strategy, rounds=2, sites=GOOD_SITES))
+    poisoned, _ = run_in_process(
+        tmp_path / "poisoned",
+        federation(strategy, {"hamburg": {"kind": "nan"}}, 2, sites=[*GOOD_SITES, POISONED]),
+    )
+    expected, got = last_round_test_scores(alone), last_round_test_scores(poisoned)
+    for site in ("berlin", "paris"):
+        assert got[site] == pytest.approx(expected[site], abs=0.02), (site, expected, got)
+        assert expected[site] > 0.8  # they did learn: the comparison is not of two failures
+    flagged = build_report(poisoned).flagged
+    assert {f["site"] for f in flagged} == {"hamburg"}
+    assert all("NaN" in f["reason"] for f in flagged)
+    if strategy != "gossip":  # gossip payloads are mixed, and checked, a round later
+        assert {f["round"] for f in flagged} == {1, 2}
+    assert verify_run(poisoned).problems == []
 
 
 @pytest.mark.slow

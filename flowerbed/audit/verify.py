@@ -88,8 +88,9 @@ def verify_run(run_dir: Path) -> Verdict:
     for ledger in ledgers.values():
         _check_budget_and_policy(ledger, federation, policy, problems)
     runs = _runs_of(ledgers.get(COORDINATOR))
-    _check_anchors(ledgers, runs, problems)
-    _check_transfers(ledgers, runs, problems)
+    listed = {COORDINATOR, *(site.name for site in federation.sites)}
+    _check_anchors(ledgers, listed, runs, problems)
+    _check_transfers(ledgers, listed, runs, problems)
     return Verdict(federation, ledgers, problems)
 
 
@@ -198,9 +199,17 @@ def _check_budget_and_policy(
 
 
 def _check_anchors(
-    ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+    ledgers: dict[str, PartyLedger],
+    listed: set[str],
+    runs: set[int] | None,
+    problems: list[Problem],
 ) -> None:
-    """Every head a receiver recorded in this run must be in the sender's ledger, signed by it."""
+    """Every head a receiver recorded in this run must be in the sender's ledger, signed by it.
+
+    A node on the SuperLink that the federation does not list may answer the roll call (which
+    must ask every node who it is) and so leave its head in the coordinator's ledger; it takes
+    no part in the run, so its ledger is not asked for.
+    """
     for receiver in ledgers.values():
         for entry in receiver.entries:
             raw = entry.get("peer_head")
@@ -209,6 +218,8 @@ def _check_anchors(
             head = SignedHead.from_dict(raw)
             sender = ledgers.get(head.party)
             where = f"head recorded by {receiver.party} at its entry {entry['index']}"
+            if sender is None and head.party not in listed:
+                continue
             if sender is None:
                 problems.append(Problem(head.party, head.index, f"{where}, but no ledger"))
                 continue
@@ -234,9 +245,16 @@ def node_sites(coordinator: PartyLedger) -> dict[int, str]:
 
 
 def _check_transfers(
-    ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+    ledgers: dict[str, PartyLedger],
+    listed: set[str],
+    runs: set[int] | None,
+    problems: list[Problem],
 ) -> None:
-    """Each message of this run recorded as sent is recorded as received, digest and size equal."""
+    """Each message of this run recorded as sent is recorded as received, digest and size equal.
+
+    A party the federation does not list may only have been asked who it is: anything more
+    sent to it is a problem, and its side of the roll call is not asked for.
+    """
     coordinator = ledgers.get(COORDINATOR)
     if coordinator is None:
         return
@@ -255,6 +273,11 @@ def _check_transfers(
                 continue
             peer = entry.get("peer") or site_of_node.get(entry.get("node"))
             if peer is None:
+                continue
+            if peer not in listed:
+                if entry["direction"] == "out" and "arrays" in entry.get("carries", []):
+                    what = f"sent parameters to {peer}, a party the federation does not list"
+                    problems.append(Problem(ledger.party, entry["index"], what))
                 continue
             sender, receiver = (
                 (ledger.party, peer) if entry["direction"] == "out" else (peer, ledger.party)

@@ -68,6 +68,17 @@ def _read_table(path: Path) -> pd.DataFrame:
     return table
 
 
+def _innermost(error: BaseException) -> str:
+    """The message of the exception at the bottom of ``error``'s chain.
+
+    MONAI's ``Compose`` re-raises a reader's failure as "applying transform <LoadImage
+    object at 0x...>", which tells the user nothing; the reader's own words are innermost.
+    """
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return str(error) or type(error).__name__
+
+
 def _load_image(manifest: Path, image_path: Path, image_size: int) -> np.ndarray:
     if not image_path.is_file():
         raise DataError(f"{image_path}: listed in {manifest.name} but no such file")
@@ -83,7 +94,7 @@ def _load_image(manifest: Path, image_path: Path, image_size: int) -> np.ndarray
     try:
         image = np.asarray(reader(str(image_path)), dtype=np.float32)
     except Exception as err:  # MONAI wraps every reader failure differently
-        reason = str(err).splitlines()[0][:200]
+        reason = _innermost(err).splitlines()[0][:200]
         raise DataError(f"{image_path}: cannot be read as an image ({reason})") from None
     if image.ndim != spatial_dims + 1:
         raise DataError(
