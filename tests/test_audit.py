@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import AUDIT_SITES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import Error, Message, MessageType, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from in_process_grid import InProcessGrid
 
 from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, public_key_hex
+from flowerbed.audit.ledgered_grid import as_from_addressee
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation, save_federation
 from flowerbed.hospital_client.audit_mod import KEY_STATE, PRIVATE_KEY
@@ -196,3 +199,13 @@ def test_parameters_sent_to_a_party_the_federation_does_not_list_are_caught(runs
     found = problems(run)
     assert found
     assert all("sent parameters to lyon, a party the federation does not list" in p for p in found)
+
+
+def test_the_superlinks_answer_for_a_lost_node_is_made_the_addressees():
+    instruction = Message(RecordDict(), dst_node_id=77, message_type=MessageType.TRAIN)
+    instruction.metadata.__dict__["_message_id"] = "instruction-1"  # as Flower sets it on push
+    lost = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node gone"), reply_to=instruction)
+    lost.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # how the SuperLink answers
+    mine = as_from_addressee(lost, {"instruction-1": instruction})
+    assert mine.metadata.src_node_id == 77 and mine.error.code == ErrorCode.NODE_UNAVAILABLE
+    assert as_from_addressee(lost, {}) is lost  # an answer to nothing we sent stays as it is

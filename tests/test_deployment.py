@@ -213,6 +213,8 @@ def test_a_site_killed_mid_run_is_named_missing_and_the_others_finish(federation
         trained = {r["site"]: r["status"] for r in metrics
                    if r["round"] == server_round and r["split"] == "train"}  # fmt: skip
         assert trained == {"berlin": "ok", "paris": "ok", "hamburg": "failed"}
+    failed = {(r["round"], r["split"], r["site"]) for r in metrics if r["status"] == "failed"}
+    assert failed == {(n, split, "hamburg") for n in ("2", "3") for split in ("train", "test")}
     collect_ledgers(federation, run, list(sites))
     assert verify_run(run).problems == []
     report = build_report(run)

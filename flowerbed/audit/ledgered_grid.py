@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flwr.app import Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
 from flowerbed import records as R
@@ -23,6 +24,20 @@ from flowerbed.audit.digest import content_digest
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
 from flowerbed.audit.ledger import Ledger
 from flowerbed.config import Federation
+
+
+def as_from_addressee(reply: Message, instructions: dict[str, Message]) -> Message:
+    """``reply``, from the node it answers for.
+
+    When a SuperNode stops reporting, the SuperLink answers its instructions itself,
+    in its own name (node ``SUPERLINK_NODE_ID``); made again as a reply to the
+    instruction, the error names the addressee, so the ledger, the strategies and the
+    round line all name the site that went missing rather than "node 1".
+    """
+    if not reply.has_error() or reply.metadata.src_node_id != SUPERLINK_NODE_ID:
+        return reply
+    instruction = instructions.get(reply.metadata.reply_to_message_id)
+    return reply if instruction is None else Message(reply.error, reply_to=instruction)
 
 
 class LedgeredGrid:
@@ -56,7 +71,11 @@ class LedgeredGrid:
             attach_head(message.content, self.ledger, entry)
         digests = {m.metadata.dst_node_id: e["sha256"] for m, e in zip(sent, entries, strict=True)}
         rounds = {m.metadata.dst_node_id: server_round(m.content) for m in sent}
-        replies = list(self.grid.send_and_receive(sent, timeout=timeout))
+        instructions = {m.metadata.message_id: m for m in sent}  # ids set as they were pushed
+        replies = [
+            as_from_addressee(reply, instructions)
+            for reply in self.grid.send_and_receive(sent, timeout=timeout)
+        ]
         received = []
         for reply in replies:
             node = reply.metadata.src_node_id
