@@ -20,7 +20,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from in_process_grid import InProcessGrid
 
 from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, public_key_hex
-from flowerbed.audit.ledgered_grid import as_from_addressee
+from flowerbed.audit.ledgered_grid import as_from_addressees
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation, save_federation
 from flowerbed.hospital_client.audit_mod import KEY_STATE, PRIVATE_KEY
@@ -201,11 +201,20 @@ def test_parameters_sent_to_a_party_the_federation_does_not_list_are_caught(runs
     assert all("sent parameters to lyon, a party the federation does not list" in p for p in found)
 
 
-def test_the_superlinks_answer_for_a_lost_node_is_made_the_addressees():
-    instruction = Message(RecordDict(), dst_node_id=77, message_type=MessageType.TRAIN)
-    instruction.metadata.__dict__["_message_id"] = "instruction-1"  # as Flower sets it on push
-    lost = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node gone"), reply_to=instruction)
-    lost.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # how the SuperLink answers
-    mine = as_from_addressee(lost, {"instruction-1": instruction})
-    assert mine.metadata.src_node_id == 77 and mine.error.code == ErrorCode.NODE_UNAVAILABLE
-    assert as_from_addressee(lost, {}) is lost  # an answer to nothing we sent stays as it is
+def test_the_superlinks_answers_for_lost_nodes_are_made_the_addressees():
+    sent = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.TRAIN) for n in (7, 8, 9)]
+    for index, message in enumerate(sent):
+        message.metadata.__dict__["_message_id"] = f"instruction-{index}"  # as set on push
+    answered = Message(RecordDict(), reply_to=sent[0])
+
+    def from_superlink(instruction: Message, names_it: bool) -> Message:
+        lost = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node gone"), reply_to=instruction)
+        lost.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # how the SuperLink answers
+        if not names_it:
+            lost.metadata.__dict__["_reply_to_message_id"] = ""
+        return lost
+
+    replies = [answered, from_superlink(sent[2], True), from_superlink(sent[1], False)]
+    mine = as_from_addressees(replies, sent)
+    assert [r.metadata.src_node_id for r in mine] == [7, 9, 8]
+    assert [r.has_error() for r in mine] == [False, True, True]

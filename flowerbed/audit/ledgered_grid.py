@@ -26,18 +26,31 @@ from flowerbed.audit.ledger import Ledger
 from flowerbed.config import Federation
 
 
-def as_from_addressee(reply: Message, instructions: dict[str, Message]) -> Message:
-    """``reply``, from the node it answers for.
+def as_from_addressees(replies: list[Message], sent: list[Message]) -> list[Message]:
+    """``replies``, each from the node it answers for.
 
     When a SuperNode stops reporting, the SuperLink answers its instructions itself,
-    in its own name (node ``SUPERLINK_NODE_ID``); made again as a reply to the
-    instruction, the error names the addressee, so the ledger, the strategies and the
-    round line all name the site that went missing rather than "node 1".
+    in its own name (node ``SUPERLINK_NODE_ID``). Made again as a reply to the
+    instruction it answers, the error names the addressee, so the ledger, the
+    strategies and the round line name the site that went missing, not "node 1".
+    The instruction is found by the id the reply names; failing that (the id does
+    not always survive the SuperLink's answer), the SuperLink's answers go to the
+    addressees that did not answer themselves, in order: they all say the same thing.
     """
-    if not reply.has_error() or reply.metadata.src_node_id != SUPERLINK_NODE_ID:
-        return reply
-    instruction = instructions.get(reply.metadata.reply_to_message_id)
-    return reply if instruction is None else Message(reply.error, reply_to=instruction)
+    by_id = {m.metadata.message_id: m for m in sent}
+    answered = {r.metadata.src_node_id for r in replies}
+    unclaimed = [m for m in sent if m.metadata.dst_node_id not in answered]
+    mine = []
+    for reply in replies:
+        if reply.has_error() and reply.metadata.src_node_id == SUPERLINK_NODE_ID:
+            instruction = by_id.get(reply.metadata.reply_to_message_id)
+            if instruction is None and unclaimed:
+                instruction = unclaimed[0]
+            if instruction is not None:
+                unclaimed = [m for m in unclaimed if m is not instruction]
+                reply = Message(reply.error, reply_to=instruction)
+        mine.append(reply)
+    return mine
 
 
 class LedgeredGrid:
@@ -71,11 +84,7 @@ class LedgeredGrid:
             attach_head(message.content, self.ledger, entry)
         digests = {m.metadata.dst_node_id: e["sha256"] for m, e in zip(sent, entries, strict=True)}
         rounds = {m.metadata.dst_node_id: server_round(m.content) for m in sent}
-        instructions = {m.metadata.message_id: m for m in sent}  # ids set as they were pushed
-        replies = [
-            as_from_addressee(reply, instructions)
-            for reply in self.grid.send_and_receive(sent, timeout=timeout)
-        ]
+        replies = as_from_addressees(list(self.grid.send_and_receive(sent, timeout=timeout)), sent)
         received = []
         for reply in replies:
             node = reply.metadata.src_node_id
