@@ -294,11 +294,17 @@ def _check_transfers(
             side = "receipt" if missing == receiver else "sending"
             what = f"transfer {sender} -> {receiver} has no {side} in {missing}'s ledger"
             problems.append(Problem(party, index, what))
-    _check_sealed(ledgers, problems)
+    _check_sealed(ledgers, runs, problems)
 
 
-def _check_sealed(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> None:
-    """A sealed payload a site says it received must be one its sender says it sealed."""
+def _check_sealed(
+    ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+) -> None:
+    """A sealed payload a site received in this run must be one its sender says it sealed.
+
+    A site's ledger spans every run it joined; payloads of other runs, from peers
+    this run may not have, are not this run's to check.
+    """
     sealed = {
         (ledger.party, item["peer"], item["sha256"])
         for ledger in ledgers.values()
@@ -310,6 +316,8 @@ def _check_sealed(ledgers: dict[str, PartyLedger], problems: list[Problem]) -> N
         if ledger.party == COORDINATOR:
             continue
         for entry in ledger.entries:
+            if not _in_runs(entry, runs):
+                continue
             for item in entry.get("sealed_from", []):
                 if (item["peer"], ledger.party, item["sha256"]) not in sealed:
                     problems.append(
