@@ -22,7 +22,7 @@ import torch
 from report import write_table
 
 from flowerbed.config import Federation, load_federation
-from flowerbed.datasets import load_dataset, site_data
+from flowerbed.datasets.source import load_dataset, site_data
 from flowerbed.hospital_client.training import (
     DPPlan,
     TrainPlan,
@@ -31,8 +31,9 @@ from flowerbed.hospital_client.training import (
     steps_per_epoch,
     train,
 )
-from flowerbed.models import ModelSpec, build_model
-from flowerbed.privacy import PrivacyAccount, plan_noise
+from flowerbed.models.factory import build_model
+from flowerbed.privacy.accounting import PrivacyAccount, plan_noise
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.simulation import simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/medmnist/pneumoniamnist.npz"

@@ -35,12 +35,12 @@ from flowerbed.deployment.app_bundle import app_hash
 from flowerbed.deployment.certificates import CertificateFiles, make_certificates
 from flowerbed.deployment.flwr_cli import FlwrCli, with_installed_tools
 from flowerbed.deployment.network import check_reachable
-from flowerbed.deployment.site_folder import (
+from flowerbed.errors import ConfigError
+from flowerbed.hospital_client.site_folder import (
     SiteConfig,
     SitePolicy,
     create_site_folder,
 )
-from flowerbed.errors import ConfigError
 
 BIN = Path(sys.executable).parent
 SITES = {"berlin": "DE", "paris": "FR", "lyon": "FR"}

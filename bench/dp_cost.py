@@ -29,10 +29,12 @@ from report import write_table
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from flowerbed.datasets import ImageSet
+from flowerbed.catalogue import MODELS
+from flowerbed.datasets.base import ImageSet
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, train
-from flowerbed.models import MODELS, ModelSpec, build_model
-from flowerbed.privacy import PrivacyAccount
+from flowerbed.models.factory import build_model
+from flowerbed.privacy.accounting import PrivacyAccount
+from flowerbed.protocol.model_spec import ModelSpec
 
 STEPS = {
     "small-cnn": 60,

@@ -29,7 +29,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from report import write_table
 
-from flowerbed import records as R
 from flowerbed.audit.ledger import Ledger, canonical, head_message
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import (
@@ -39,9 +38,11 @@ from flowerbed.config import (
     load_federation,
     save_federation,
 )
-from flowerbed.deployment.site_folder import SiteConfig, create_site_folder
 from flowerbed.hospital_client import app as client_app_module
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.hospital_client.site_folder import SiteConfig, create_site_folder
+from flowerbed.models.factory import build_model
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 
 ENTRY = {
     "direction": "out", "kind": "train", "run": 1, "round": 3, "peer": "coordinator",

@@ -1,6 +1,9 @@
 """The ``flowerbed`` command: parse, call one function, render.
 
 Errors a user can fix print one red line and exit 1, with no traceback.
+The training stack (torch, MONAI, Opacus, Flower's simulation) is imported
+by the commands that train, when they run: an auditor's ``flowerbed audit
+verify`` needs none of it.
 """
 
 from __future__ import annotations
@@ -10,25 +13,25 @@ import math
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from flowerbed.audit.report import FORMATS, write_reports
 from flowerbed.audit.verify import verify_run
+from flowerbed.catalogue import MODELS, PARTITIONERS, READERS, STRATEGIES, TOPOLOGIES
 from flowerbed.config import Federation, default_sites, load_federation
 from flowerbed.deploy_cli import app_commands, coordinator_commands, run_command, site_commands
 from flowerbed.errors import FlowerbedError
-from flowerbed.round_lines import failed_sites
-from flowerbed.run_folder import RunFolder
-from flowerbed.simulation import simulate as run_simulation
-from flowerbed.strategies import SiteRow
+from flowerbed.strategies.observer import SiteRow
+from flowerbed.terminal import console, failed_sites
 
-console = Console()
+if TYPE_CHECKING:
+    from flowerbed.run_folder import RunFolder
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -51,25 +54,21 @@ def simulate(
         Path | None, typer.Argument(help="federation TOML; default: 4 hospitals, synthetic data")
     ] = None,
     data: Annotated[
-        str | None, typer.Option(help="synthetic, synthetic-3d, .npz or CSV manifest")
+        str | None, typer.Option(help=f"{READERS.choices()} (a MedMNIST .npz, a CSV manifest)")
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
-            help="small-cnn, small-cnn-tanh, small-cnn-dp (the default under DP), densenet121, "
-            "resnet10, resnet18"
+            help=f"{MODELS.choices()} (default: small-cnn-dp under DP, small-cnn without)"
         ),
     ] = None,
     strategy: Annotated[
         str | None,
-        typer.Option(help="fedavg, fedprox, gossip, krum, multi-krum, median, trimmed-mean"),
+        typer.Option(help=STRATEGIES.choices()),
     ] = None,
     topology: Annotated[
         str | None,
-        typer.Option(
-            help="gossip graph: ring, torus, exponential, one-peer-exponential, "
-            "random-regular, complete, or an edge-list file"
-        ),
+        typer.Option(help=f"gossip graph: {TOPOLOGIES.choices()}, or an edge-list file"),
     ] = None,
     degree: Annotated[int | None, typer.Option(help="neighbours per site (random-regular)")] = None,
     rounds: Annotated[int | None, typer.Option(help="federated rounds")] = None,
@@ -80,7 +79,7 @@ def simulate(
     no_dp: Annotated[bool, typer.Option("--no-dp", help="train without DP-SGD (explicit)")] = False,
     seed: Annotated[int | None, typer.Option(help="seed for data split, init and training")] = None,
     sites: Annotated[int | None, typer.Option(help="split the data across N default sites")] = None,
-    partition: Annotated[str | None, typer.Option(help="iid, dirichlet or quantity")] = None,
+    partition: Annotated[str | None, typer.Option(help=PARTITIONERS.choices())] = None,
     alpha: Annotated[float | None, typer.Option(help="skew for dirichlet / quantity")] = None,
     out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/latest"),
 ) -> None:
@@ -156,6 +155,8 @@ def _given(**values: Any) -> dict[str, Any]:
 
 
 def _run_with_progress(federation: Federation, out: Path) -> None:
+    from flowerbed.simulation import simulate as run_simulation
+
     run = federation.run
     dp = (
         f"DP-SGD, epsilon {federation.privacy.epsilon:g} per site"

@@ -29,6 +29,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowerbed.catalogue import FAULTS, MIXING, MODELS, PARTITIONERS, STRATEGIES, TOPOLOGIES
 from flowerbed.countries import is_country_code
 from flowerbed.errors import ConfigError
 
@@ -79,7 +80,7 @@ class RunSettings(_Section):
     trim_fraction: float = Field(
         0.2, ge=0, lt=0.5, description="trimmed-mean: share cut from each end"
     )
-    mixing: str = Field("average", description="gossip: average | clipped (robust)")
+    mixing: str = Field("average", description=f"gossip: {MIXING.choices()}")
     honesty: Literal["flag", "exclude"] = Field(
         "flag", description="server-side: flag sites failing honesty checks, or also exclude"
     )
@@ -101,28 +102,24 @@ class RunSettings(_Section):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        from flowerbed.strategies import STRATEGIES
 
         return STRATEGIES.check(name)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str | None) -> str | None:
-        from flowerbed.models import MODELS
 
         return name if name is None else MODELS.check(name)
 
     @field_validator("mixing")
     @classmethod
     def _known_mixing(cls, name: str) -> str:
-        from flowerbed.hospital_client.mixing import MIXING
 
         return MIXING.check(name)
 
     @field_validator("topology")
     @classmethod
     def _known_topology(cls, name: str) -> str:
-        from flowerbed.strategies.topology import TOPOLOGIES
 
         if Path(name).suffix:
             if not Path(name).is_file():
@@ -142,7 +139,6 @@ class DataSettings(_Section):
     @field_validator("partition")
     @classmethod
     def _known_partition(cls, name: str) -> str:
-        from flowerbed.datasets.partition import PARTITIONERS
 
         return PARTITIONERS.check(name)
 
@@ -200,16 +196,13 @@ class FaultSettings(_Section):
     name one, and the coordinator's federation file does not reach the sites.
     """
 
-    kind: str = Field(
-        description="label-flip | sign-flip | scale | free-ride | noise | nan | drop | crash"
-    )
+    kind: str = Field(description=FAULTS.choices())
     rounds: list[int] | None = Field(None, description="rounds it acts in; default: every one")
     factor: float = Field(10.0, gt=0, description="sign-flip, scale: how far the update goes")
 
     @field_validator("kind")
     @classmethod
     def _known_fault(cls, name: str) -> str:
-        from flowerbed.hospital_client.faults import FAULTS
 
         return FAULTS.check(name)
 

@@ -1,7 +1,9 @@
 """``flowerbed site ...``, ``flowerbed coordinator ...``, ``flowerbed run``: a real federation.
 
 Parse, call one function in ``flowerbed.deployment``, render; errors a user
-can fix are ``FlowerbedError`` lines (see ``cli.main``).
+can fix are ``FlowerbedError`` lines (see ``cli.main``). What needs the
+training stack or Flower's runtime is imported by the command that runs it
+(see ``flowerbed.cli``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from flowerbed.config import (
     CoordinatorSettings,
@@ -20,20 +21,16 @@ from flowerbed.config import (
     load_federation,
     resolve_path,
 )
-from flowerbed.deployment.app_bundle import app_hash
 from flowerbed.deployment.certificates import CertificateFiles, make_certificates
-from flowerbed.deployment.launch import describe_site_data, launch_coordinator, launch_site
-from flowerbed.deployment.site_folder import (
+from flowerbed.errors import ConfigError
+from flowerbed.hospital_client.site_folder import (
     SiteConfig,
     SiteFolder,
     SitePolicy,
     create_site_folder,
 )
-from flowerbed.deployment.submit import submit_run
-from flowerbed.errors import ConfigError
-from flowerbed.round_lines import failed_sites
+from flowerbed.terminal import check_tls_flags, console, failed_sites
 
-console = Console()
 site_commands = typer.Typer(
     no_args_is_help=True, help="A hospital: its site folder and its SuperNode."
 )
@@ -75,6 +72,8 @@ def site_init(
     ] = None,
 ) -> None:
     """Create a site folder: site.toml and the site's keys, readable by its owner only."""
+    from flowerbed.deployment.launch import describe_site_data
+
     # Stored absolute: the SuperNode reads site.toml later, from wherever it runs.
     data = resolve_path(data, Path.cwd())
     settings = _validated(SiteSettings, name=name, country=country, data=data)
@@ -110,10 +109,9 @@ def site_launch(
     port: Annotated[int, typer.Option(help="local port of the SuperNode's runtime API")] = 9094,
 ) -> None:
     """Check the site's config, data and the SuperLink, then run the site's SuperNode."""
-    if insecure == (root_certificates is not None):
-        raise ConfigError(
-            "pass --root-certificates ca.pem (TLS, the default) or --insecure, not both or neither"
-        )
+    from flowerbed.deployment.launch import launch_site
+
+    check_tls_flags(root_certificates, insecure)
     launch_site(site_file, superlink, root_certificates, port)
 
 
@@ -138,6 +136,8 @@ app_commands = typer.Typer(no_args_is_help=True, help="The app bundle a deployed
 @app_commands.command("hash")
 def app_hash_command() -> None:
     """Print the sha256 of this flowerbed's app bundle: what a site approves."""
+    from flowerbed.deployment.app_bundle import app_hash
+
     console.print(app_hash(), highlight=False)
 
 
@@ -170,6 +170,8 @@ def coordinator_launch(
     ),
 ) -> None:
     """Run the SuperLink (TLS, only registered sites) and register the federation's sites."""
+    from flowerbed.deployment.launch import launch_coordinator
+
     launch_coordinator(load_federation(federation), CertificateFiles(certificates), address, state)
 
 
@@ -183,10 +185,7 @@ def run_command(
     out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/deployed"),
 ) -> None:
     """Submit the training run to the federation's SuperLink and follow it to the end."""
-    if insecure == (root_certificates is not None):
-        raise ConfigError(
-            "pass --root-certificates ca.pem (TLS, the default) or --insecure, not both or neither"
-        )
+    check_tls_flags(root_certificates, insecure)
 
     def submitted(run_id: int, digest: str) -> None:
         console.print(f"run {run_id} submitted (app {digest}); run folder {out}")
@@ -194,6 +193,8 @@ def run_command(
     def round_done(server_round: int, mean_auc: float, failed: dict[str, str]) -> None:
         line = f"round {server_round}: mean test AUC {mean_auc:.3f}"
         console.print(line + failed_sites(failed), highlight=False)
+
+    from flowerbed.deployment.submit import submit_run
 
     submit_run(federation, superlink, root_certificates, out, submitted, round_done)
     console.print(f"[green]completed[/]: run folder {out}")

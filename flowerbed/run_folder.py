@@ -1,18 +1,9 @@
 """The run folder: resolved config, per-round per-site metrics, the model, the outcome.
 
-Layout::
-
-    RUN_DIR/config.toml     the federation as resolved (file + flags)
-    RUN_DIR/metrics.csv     round,site,country,split,num_examples,loss,auc,accuracy,epsilon,...
-                            (a site that failed a round has a row with status "failed"
-                            and its error)
-    RUN_DIR/model.pt        final global model: state dict and the spec to rebuild it
-    RUN_DIR/status.json     completed, or stopped and why; each site's failures
-    RUN_DIR/flower.log      simulation: Flower's log and the sites' tracebacks
-    RUN_DIR/ledgers/        one ledger per party: <site>.jsonl and coordinator.jsonl
-
-Rows are appended and flushed as each round's replies arrive, so a run that
-fails part-way keeps every round it finished.
+What goes where is ``flowerbed.run_layout``. Rows are appended and flushed as
+each round's replies arrive, so a run that fails part-way keeps every round
+it finished. The folder also holds the coordinator's ledger, and so writes
+the honesty flags the strategies report into it.
 """
 
 from __future__ import annotations
@@ -21,21 +12,29 @@ import csv
 import dataclasses
 import json
 from collections.abc import Callable
+from logging import WARNING
 from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.common.logger import log
 
-from flowerbed.config import Federation, save_federation
+from flowerbed.audit.ledger import Ledger
+from flowerbed.audit.schema import flag_entry
+from flowerbed.config import COORDINATOR, Federation, save_federation
 from flowerbed.errors import FlowerbedError
-from flowerbed.models import ModelSpec
-from flowerbed.strategies import SiteRow
+from flowerbed.models.model_file import save_model
+from flowerbed.protocol.model_spec import ModelSpec
+from flowerbed.run_layout import (
+    CONFIG_FILE,
+    LEDGERS_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATUS_FILE,
+)
+from flowerbed.strategies.observer import SiteRow
 
-CONFIG_FILE = "config.toml"
-METRICS_FILE = "metrics.csv"
-MODEL_FILE = "model.pt"
-STATUS_FILE = "status.json"
-LOG_FILE = "flower.log"
-LEDGERS_DIR = "ledgers"
 METRIC_COLUMNS = [field.name for field in dataclasses.fields(SiteRow)]
 
 
@@ -69,6 +68,7 @@ class RunFolder:
         self.latest: dict[tuple[str, str], SiteRow] = {}
         self._this_round: list[SiteRow] = []
         self.rounds_completed = 0
+        self.ledger: Ledger | None = None
 
     @classmethod
     def create(cls, path: Path, federation: Federation, **kwargs) -> RunFolder:
@@ -98,6 +98,27 @@ class RunFolder:
     def ledgers(self) -> Path:
         return self.path / LEDGERS_DIR
 
+    def open_ledger(self, country: str) -> Ledger:
+        """The coordinator's ledger (``ledgers/coordinator.jsonl``), under a key of this run."""
+        self.ledger = Ledger.open(
+            self.ledgers / f"{COORDINATOR}.jsonl", COORDINATOR, country,
+            Ed25519PrivateKey.generate(),
+        )  # fmt: skip
+        return self.ledger
+
+    def site_flagged(
+        self, server_round: int, site: str, reason: str, excluded: bool, reporter: str | None
+    ) -> None:
+        """Logged, and signed into the coordinator's ledger once it is open."""
+        log(
+            WARNING, "round %d: %s flagged %s: %s",
+            server_round, reporter or "coordinator", site, reason,
+        )  # fmt: skip
+        if self.ledger is not None:
+            self.ledger.append(
+                flag_entry(server_round, site, reason, excluded, reporter), sign=True
+            )
+
     def site_rows(self, rows: list[SiteRow]) -> None:
         with open(self.path / METRICS_FILE, "a", newline="") as out:
             writer = csv.writer(out)
@@ -120,9 +141,7 @@ class RunFolder:
             self.on_round(server_round, rows)
 
     def save_model(self, state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> None:
-        torch.save(
-            {"spec": dataclasses.asdict(spec), "state_dict": state_dict}, self.path / MODEL_FILE
-        )
+        save_model(self.path / MODEL_FILE, state_dict, spec)
 
     def save_status(self, completed: bool, reason: str = "") -> None:
         status = {

@@ -10,21 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
-from flowerbed import records as R
-from flowerbed.audit import ResidencyPolicy
-from flowerbed.audit.ledger import Ledger
 from flowerbed.audit.ledgered_grid import LedgeredGrid
-from flowerbed.config import COORDINATOR, Federation, load_federation
+from flowerbed.audit.residency import ResidencyPolicy
+from flowerbed.catalogue import STRATEGIES
+from flowerbed.config import Federation, load_federation
 from flowerbed.errors import ConfigError, RunStopped
-from flowerbed.models import build_model
+from flowerbed.models.factory import build_model
+from flowerbed.protocol import records as R
 from flowerbed.run_folder import RunFolder
-from flowerbed.strategies import STRATEGIES
-from flowerbed.strategies.roll_call import Roll, roll_call
+from flowerbed.strategies.roll import Roll
+from flowerbed.strategies.roll_call import roll_call
 
 
 def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
@@ -33,16 +32,7 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     Every message goes through the coordinator's ledger (``ledgers/coordinator.jsonl``).
     """
     check_coordinator_residency(federation)
-    ledgered = LedgeredGrid(
-        grid,
-        Ledger.open(
-            folder.ledgers / f"{COORDINATOR}.jsonl",
-            COORDINATOR,
-            federation.coordinator_country,
-            Ed25519PrivateKey.generate(),
-        ),
-        federation,
-    )
+    ledgered = LedgeredGrid(grid, folder.open_ledger(federation.coordinator_country), federation)
     try:
         roll = roll_call(ledgered, federation, federation.run.round_timeout)
         result = _train(ledgered, federation, folder, roll)
@@ -73,10 +63,7 @@ def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) ->
             R.MIXING: run.mixing,
             R.HONESTY: run.honesty,
             R.SEED: run.seed,
-            R.MODEL: spec.name,
-            R.SPATIAL_DIMS: spec.spatial_dims,
-            R.IN_CHANNELS: spec.in_channels,
-            R.OUT_CHANNELS: spec.out_channels,
+            **spec.to_config(),
         }
     )
     return strategy.start(

@@ -20,17 +20,20 @@ from flwr.simulation import run_simulation
 
 from flowerbed.audit.report import write_reports
 from flowerbed.config import Federation
-from flowerbed.datasets import forget_loaded_data, site_data
+from flowerbed.datasets.source import forget_loaded_data, site_data
 from flowerbed.errors import ConfigError, DataError
+from flowerbed.faults import behave
 from flowerbed.hospital_client.app import make_client_app
-from flowerbed.hospital_client.gossip_site import MODEL_FILE, load_home_model
-from flowerbed.models import ModelSpec, build_model, preflight
+from flowerbed.models.dp_safe import preflight
+from flowerbed.models.factory import build_model
+from flowerbed.models.model_file import MODEL_FILE, load_state
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_folder import RunFolder, check_new_run_folder
+from flowerbed.run_layout import SITES_DIR
 from flowerbed.server_app import check_coordinator_residency, make_server_app
-from flowerbed.strategies import SiteRow
 from flowerbed.strategies.gossip import plan_topology
+from flowerbed.strategies.observer import SiteRow
 
-SITES_DIR = "sites"
 MAX_SITES = 4096  # measured up to 1000 (README, Benchmarks); beyond this memory runs out first
 CONSENSUS_FILE = "consensus.csv"
 
@@ -104,7 +107,7 @@ def _with_consensus(
 
     def on_round(server_round: int, rows: list[SiteRow]) -> None:
         homes = [folder.path / SITES_DIR / site.name for site in federation.sites]
-        states = [load_home_model(home) for home in homes if (home / MODEL_FILE).exists()]
+        states = [load_state(home / MODEL_FILE) for home in homes if (home / MODEL_FILE).exists()]
         with open(out, "a") as csv:
             csv.write(f"{server_round},{consensus_distance(states)!r}\n")
         if then is not None:
@@ -150,6 +153,7 @@ def simulate(
                     str(folder.path / SITES_DIR),
                     str(folder.ledgers),
                     str(folder.log_file),
+                    act=behave,
                 ),
                 num_supernodes=len(federation.sites),
                 backend_config=backend_config(),

@@ -13,7 +13,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.supercore.task_identity import TaskIdentity
 from in_process_grid import InProcessGrid
 
-from flowerbed import records as R
 from flowerbed.cli import main
 from flowerbed.config import (
     Federation,
@@ -22,13 +21,21 @@ from flowerbed.config import (
     load_federation,
     save_federation,
 )
-from flowerbed.deployment.site_folder import SiteConfig, SiteFolder, SitePolicy, create_site_folder
+from flowerbed.faults import behave
 from flowerbed.hospital_client.app import make_client_app
-from flowerbed.hospital_client.site_round import train_round
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.hospital_client.server_rounds import train_round
+from flowerbed.hospital_client.site_folder import (
+    SiteConfig,
+    SiteFolder,
+    SitePolicy,
+    create_site_folder,
+)
+from flowerbed.models.factory import build_model
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_folder import RunFolder
+from flowerbed.run_layout import SITES_DIR
 from flowerbed.server_app import coordinate
-from flowerbed.simulation import SITES_DIR
 
 SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -178,8 +185,9 @@ def run_in_process(path: Path, federation: Federation) -> tuple[Path, InProcessG
     folder = RunFolder.create(path / "run", federation)
     save_federation(federation, path / "federation.toml")
     app = make_client_app(
-        str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers)
-    )
+        str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers),
+        act=behave,
+    )  # fmt: skip
     grid = InProcessGrid(app, len(federation.sites))
     coordinate(grid, federation, folder)
     return folder.path, grid

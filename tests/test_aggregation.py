@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import SMALL_CNN, replies_for, site_context
 
+from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import load_federation
 from flowerbed.run_folder import RunFolder
-from flowerbed.strategies import STRATEGIES
-from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.roll import Roll
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from flowerbed.arrays import to_numpy, to_state_dict
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.models.factory import build_model
+from flowerbed.protocol.arrays import to_numpy, to_state_dict
+from flowerbed.protocol.model_spec import ModelSpec
 
 ARRAYS = {
     "float32 4D": np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32),

@@ -23,7 +23,7 @@ from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, p
 from flowerbed.audit.ledgered_grid import as_from_addressees
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation, save_federation
-from flowerbed.hospital_client.audit_mod import KEY_STATE, PRIVATE_KEY
+from flowerbed.hospital_client.keys import LEDGER_PRIVATE_KEY, LEDGER_STATE
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -62,7 +62,7 @@ def rechain(entries: list[dict], party: str, key: Ed25519PrivateKey) -> list[str
 
 def site_key(grid: InProcessGrid, party: str) -> Ed25519PrivateKey:
     node = [site["name"] for site in AUDIT_SITES].index(party) + 1
-    raw = bytes(grid.contexts[node].state[KEY_STATE][PRIVATE_KEY])
+    raw = bytes(grid.contexts[node].state[LEDGER_STATE][LEDGER_PRIVATE_KEY])
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 

@@ -7,9 +7,11 @@ from conftest import save_npz, shared_file
 from PIL import Image
 
 from flowerbed.config import load_federation
-from flowerbed.datasets import load_dataset, partition, site_data, synthetic
+from flowerbed.datasets import synthetic
 from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
+from flowerbed.datasets.partition import partition
+from flowerbed.datasets.source import load_dataset, site_data
 from flowerbed.datasets.synthetic import make_synthetic
 from flowerbed.errors import DataError
 

@@ -11,12 +11,13 @@ from conftest import deployed_site_folder
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flowerbed import records as R
 from flowerbed.config import load_federation, save_federation
 from flowerbed.hospital_client.audit_mod import make_audit_mod
 from flowerbed.hospital_client.egress_guard import EgressRefused
 from flowerbed.hospital_client.identity import resolve_site
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.models.factory import build_model
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

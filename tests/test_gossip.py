@@ -13,17 +13,20 @@ import torch
 from flwr.app import ConfigRecord, MetricRecord
 from in_process_grid import RUN_ID, InProcessGrid
 
-from flowerbed import records as R
 from flowerbed.config import load_federation, save_federation
 from flowerbed.errors import ConfigError
-from flowerbed.hospital_client import gossip_site, site_round
+from flowerbed.hospital_client import gossip_round, local_round
 from flowerbed.hospital_client.app import make_client_app
-from flowerbed.hospital_client.gossip_site import KEYS_STATE, PRIVATE_KEY, load_home_model
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.hospital_client.keys import SEALING_PRIVATE_KEY, SEALING_STATE
+from flowerbed.models.factory import build_model
+from flowerbed.models.model_file import MODEL_FILE, load_state
 from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_folder import RunFolder
+from flowerbed.run_layout import SITES_DIR
 from flowerbed.server_app import coordinate
-from flowerbed.simulation import SITES_DIR, consensus_distance
+from flowerbed.simulation import consensus_distance
 from flowerbed.strategies.gossip import plan_topology
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -44,11 +47,11 @@ def no_training(monkeypatch):
         return MetricRecord({R.NUM_EXAMPLES: len(data.train), R.EPSILON: 0.0, R.EPSILON_BUDGET: 8})
 
     def distinct_start(context, spec, seed):
-        record = context.state.get(gossip_site.MODEL_STATE)
+        record = context.state.get(gossip_round.MODEL_STATE)
         return record.to_torch_state_dict() if record else initial_state(context.node_id)
 
-    monkeypatch.setattr(site_round, "train_locally", skip_training)
-    monkeypatch.setattr(gossip_site, "_own_state", distinct_start)
+    monkeypatch.setattr(local_round, "train_locally", skip_training)
+    monkeypatch.setattr(gossip_round, "_own_state", distinct_start)
 
 
 class Gossip:
@@ -85,15 +88,15 @@ class Gossip:
 
     def home_models(self, names=None) -> list[dict[str, torch.Tensor]]:
         names = names or [site.name for site in self.federation.sites]
-        return [load_home_model(self.path / SITES_DIR / name) for name in names]
+        return [load_state(self.path / SITES_DIR / name / MODEL_FILE) for name in names]
 
     def run(self) -> None:
         coordinate(self.grid, self.federation, self.folder)
 
     def keys_of(self, name: str) -> SiteKeys:
         index = [site.name for site in self.federation.sites].index(name)
-        record = self.grid.contexts[index + 1].state[KEYS_STATE]
-        return SiteKeys.from_bytes(bytes(record[PRIVATE_KEY]))
+        record = self.grid.contexts[index + 1].state[SEALING_STATE]
+        return SiteKeys.from_bytes(bytes(record[SEALING_PRIVATE_KEY]))
 
 
 def sites(count: int, countries=("DE", "FR")) -> list[dict]:

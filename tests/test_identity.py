@@ -5,9 +5,9 @@ from conftest import deployed_site_folder
 from flwr.app import Context, RecordDict
 
 from flowerbed.config import load_federation, save_federation
-from flowerbed.deployment.site_folder import SiteFolder
 from flowerbed.errors import ConfigError
 from flowerbed.hospital_client.identity import resolve_site
+from flowerbed.hospital_client.site_folder import SiteFolder
 
 
 def context(node_config: dict) -> Context:

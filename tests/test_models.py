@@ -8,13 +8,17 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from flowerbed.catalogue import MODELS
 from flowerbed.config import DEFAULT_MODEL
-from flowerbed.datasets import ImageSet
+from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import ModelError
 from flowerbed.hospital_client import training
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, train
-from flowerbed.models import MODELS, ModelSpec, build_model, make_dp_safe, preflight
-from flowerbed.privacy import PrivacyAccount
+from flowerbed.models.dp_safe import make_dp_safe, preflight
+from flowerbed.models.factory import build_model
+from flowerbed.privacy.accounting import PrivacyAccount
+from flowerbed.privacy.per_sample import install_layout_safe_conv_sampler
+from flowerbed.protocol.model_spec import ModelSpec
 
 
 def sample_shape(name: str, spatial_dims: int) -> tuple[int, ...]:
@@ -71,6 +75,7 @@ def test_per_sample_gradients_match_autograd_channels_last(name, spatial_dims):
     """The small CNNs train under DP channels-last, where Opacus 1.6's own sampler
     for 2D convolutions is wrong (0.31 off for the small CNN): flowerbed's
     layout-safe sampler must give every example its own gradient there too."""
+    install_layout_safe_conv_sampler()  # as training under DP does
     layout = training.CHANNELS_LAST[2 + spatial_dims]
     assert_per_sample_gradients_match_autograd(name, spatial_dims, layout)
 

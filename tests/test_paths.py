@@ -20,7 +20,7 @@ import tomllib
 from conftest import flowerbed, save_npz
 
 from flowerbed.config import load_federation
-from flowerbed.deployment.site_folder import SiteFolder
+from flowerbed.hospital_client.site_folder import SiteFolder
 
 FLOWERBED = str(Path(sys.executable).parent / "flowerbed")
 

@@ -5,17 +5,16 @@ import pytest
 import torch
 from conftest import SMALL_CNN, replies_for, site_context, train_instruction
 
-from flowerbed import records as R
+from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import load_federation
-from flowerbed.datasets import ImageSet
+from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import RunStopped
-from flowerbed.hospital_client.site_round import train_round
+from flowerbed.hospital_client.server_rounds import train_round
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, steps_per_epoch, train
-from flowerbed.privacy import PrivacyAccount, plan_noise
-from flowerbed.privacy.accounting import STATE_KEY
+from flowerbed.privacy.accounting import STATE_KEY, PrivacyAccount, plan_noise
+from flowerbed.protocol import records as R
 from flowerbed.run_folder import RunFolder
-from flowerbed.strategies import STRATEGIES
-from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.roll import Roll
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

@@ -19,23 +19,27 @@ from conftest import _set_task_identity as set_task_identity
 from conftest import run_in_process
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from flowerbed import records as R
 from flowerbed.audit.report import build_report
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation
-from flowerbed.datasets import ImageSet, site_data
+from flowerbed.datasets.base import ImageSet
+from flowerbed.datasets.source import site_data
 from flowerbed.errors import ConfigError
-from flowerbed.honesty import distance, far_out, only_mixed, probe_digest, sketch
-from flowerbed.hospital_client import gossip_site
-from flowerbed.hospital_client.gossip_site import check_neighbours
+from flowerbed.honesty.measures import distance, far_out
+from flowerbed.honesty.neighbours import check_neighbours
+from flowerbed.honesty.probe import probe_digest
+from flowerbed.honesty.replies import flag_replies
+from flowerbed.honesty.sketch import only_mixed, sketch
+from flowerbed.honesty.training import DID_NOT_TRAIN, NO_SKETCH, TrainingCheck
+from flowerbed.hospital_client import gossip_round
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
-from flowerbed.models import ModelSpec, build_model
-from flowerbed.privacy import PrivacyAccount
+from flowerbed.models.factory import build_model
+from flowerbed.privacy.accounting import PrivacyAccount
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.strategies.gossip import GossipRelay
-from flowerbed.strategies.reply_checks import flag_replies
-from flowerbed.strategies.roll_call import Roll
-from flowerbed.strategies.training_check import DID_NOT_TRAIN, NO_SKETCH, TrainingCheck
+from flowerbed.strategies.roll import Roll
 
 SITES = [
     {"name": "berlin", "country": "DE"},
@@ -204,7 +208,7 @@ def test_a_site_sending_nan_is_dropped_and_flagged_and_the_others_end_as_if_alon
         def finite_sketch(state, seed):
             return sketch({n: torch.nan_to_num(t) for n, t in state.items()}, seed)
 
-        monkeypatch.setattr(gossip_site, "sketch", finite_sketch)
+        monkeypatch.setattr(gossip_round, "sketch", finite_sketch)
     alone, _ = run_in_process(tmp_path / "alone", federation(strategy, rounds=2, sites=GOOD_SITES))
     poisoned, _ = run_in_process(
         tmp_path / "poisoned",
@@ -394,7 +398,7 @@ def relay_hearing(content: RecordDict) -> dict:
     reply = SimpleNamespace(
         has_error=lambda: False, metadata=SimpleNamespace(src_node_id=4), content=content
     )
-    return relay._claims_and_flags(SimpleNamespace(), 2, [1, 2, 3, 4], [reply])
+    return relay._claims_and_flags(2, [1, 2, 3, 4], [reply])
 
 
 def test_a_made_up_flag_code_from_a_site_does_not_stop_the_relay():

@@ -7,11 +7,11 @@ import itertools
 import pytest
 from conftest import site_context, train_instruction
 
-from flowerbed import records as R
 from flowerbed.config import load_federation
 from flowerbed.errors import ConfigError
-from flowerbed.hospital_client.site_round import train_round
+from flowerbed.hospital_client.server_rounds import train_round
 from flowerbed.hospital_client.training import scheduled_learning_rate
+from flowerbed.protocol import records as R
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

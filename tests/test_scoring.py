@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from flowerbed.datasets import ImageSet
+from flowerbed.datasets.base import ImageSet
 from flowerbed.hospital_client.scoring import operating_point, score
 from flowerbed.hospital_client.training import predict
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.models.factory import build_model
+from flowerbed.protocol.model_spec import ModelSpec
 
 
 def logits_for(positive_probabilities: list[float]) -> torch.Tensor:

@@ -12,7 +12,8 @@ import torch
 from conftest import shared_file
 
 from flowerbed.config import load_federation
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.models.factory import build_model
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.simulation import simulate
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from loopback import free_port
 
 from flowerbed.deployment.app_bundle import app_hash, write_app
 from flowerbed.deployment.certificates import make_certificates
-from flowerbed.deployment.site_folder import SiteFolder
+from flowerbed.hospital_client.site_folder import SiteFolder
 
 
 def test_site_init_writes_a_site_folder_that_launch_accepts(tmp_path, monkeypatch, capsys):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from flowerbed.catalogue import TOPOLOGIES
 from flowerbed.config import load_federation
 from flowerbed.errors import ConfigError
 from flowerbed.strategies.gossip import plan_topology
-from flowerbed.strategies.topology import TOPOLOGIES, build_topology
+from flowerbed.strategies.topology import build_topology
 
 NAMES = [f"site-{i}" for i in range(8)]
 

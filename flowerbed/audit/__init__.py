@@ -1,5 +1,1 @@
-"""Residency policy (and, as the audit grows, ledgers, verification and reports)."""
-
-from flowerbed.audit.residency import ResidencyPolicy
-
-__all__ = ["ResidencyPolicy"]
+"""Residency policy, ledgers, the coordinator's ledgered Grid, verification and reports."""

@@ -13,7 +13,7 @@ import hashlib
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
-from flowerbed import records as R
+from flowerbed.protocol import records as R
 
 
 def content_digest(content: RecordDict) -> tuple[str, int]:

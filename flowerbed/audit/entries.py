@@ -8,32 +8,12 @@ digest (``sealed_for`` at the sender, ``sealed_from`` at the receiver).
 
 from __future__ import annotations
 
-from typing import Any
-
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from flowerbed import records as R
 from flowerbed.audit.digest import blob_digest, content_digest
 from flowerbed.audit.ledger import Ledger, SignedHead
-
-FLAGGED = "flagged"  # the kind of an entry that records an honesty check's flag
-
-
-def flag_fields(
-    server_round: int, site: str, reason: str, excluded: bool, reported_by: str | None = None
-) -> dict[str, Any]:
-    """What the coordinator records when an honesty check flags ``site``'s update.
-
-    ``reported_by`` names the gossip neighbour that raised the flag; server-side
-    flags are the coordinator's own.
-    """
-    fields: dict[str, Any] = {
-        "kind": FLAGGED, "round": server_round, "site": site, "reason": reason,
-        "excluded": excluded,
-    }  # fmt: skip
-    if reported_by is not None:
-        fields["reported_by"] = reported_by
-    return fields
+from flowerbed.audit.schema import MessageEntry, SealedItem
+from flowerbed.protocol import records as R
 
 
 def server_round(content: RecordDict) -> int:
@@ -51,13 +31,13 @@ def message_fields(
     kind: str,
     round_: int,
     digest: tuple[str, int] | None = None,
-) -> dict[str, Any]:
+) -> MessageEntry:
     """What one entry records about one message, inbound or outbound.
 
     ``digest`` is ``content_digest(content)`` when the caller has it already.
     """
     sha256, size = digest or content_digest(content)
-    fields: dict[str, Any] = {
+    fields: MessageEntry = {
         "direction": direction,
         "kind": kind,
         "run": message.metadata.run_id,
@@ -75,19 +55,21 @@ def message_fields(
     return fields
 
 
-def sealed_list(record: ConfigRecord | None, countries: dict[str, str] | None = None) -> list:
+def sealed_list(
+    record: ConfigRecord | None, countries: dict[str, str] | None = None
+) -> list[SealedItem]:
     """Per sealed payload: the other site, its digest and size (and country, when known)."""
     if record is None:
         return []
-    listed = []
+    listed: list[SealedItem] = []
     for peer, blob in sorted(record.items()):
-        item = {"peer": peer, "sha256": blob_digest(bytes(blob)), "bytes": len(blob)}
+        item: SealedItem = {"peer": peer, "sha256": blob_digest(bytes(blob)), "bytes": len(blob)}
         if countries is not None:
             item["country"] = countries.get(peer)
         listed.append(item)
     return listed
 
 
-def attach_head(content: RecordDict, ledger: Ledger, entry: dict[str, Any]) -> None:
+def attach_head(content: RecordDict, ledger: Ledger, entry: dict) -> None:
     """Send the signed head of ``entry`` along with the message it describes."""
     content[R.LEDGER_HEAD] = ConfigRecord(SignedHead.of(ledger.party, entry).to_dict())

@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from flowerbed.audit.schema import genesis_entry
 from flowerbed.errors import FlowerbedError
 
 GENESIS_PREVIOUS = "0" * 64
@@ -163,14 +164,7 @@ class Ledger:
         ledger = cls(path, party, key, durable)
         if not ledger.path.exists():
             ledger.path.parent.mkdir(parents=True, exist_ok=True)
-            ledger.append(
-                {
-                    "kind": "genesis",
-                    "party": party,
-                    "country": country,
-                    "public_key": public_key_hex(key),
-                }
-            )
+            ledger.append(genesis_entry(party, country, public_key_hex(key)))
         return ledger
 
     def head(self) -> tuple[int, str]:

@@ -19,11 +19,12 @@ from flwr.app import Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
-from flowerbed import records as R
 from flowerbed.audit.digest import content_digest
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
 from flowerbed.audit.ledger import Ledger
+from flowerbed.audit.schema import ERROR, MISSING, close_entry, failure_entry
 from flowerbed.config import Federation
+from flowerbed.protocol import records as R
 
 
 def as_from_addressees(replies: list[Message], sent: list[Message]) -> list[Message]:
@@ -90,10 +91,10 @@ class LedgeredGrid:
             node = reply.metadata.src_node_id
             if reply.has_error():
                 received.append(
-                    {"direction": "in", "kind": "error", "node": node,
-                     "peer": self.site_of_node.get(node), "round": rounds.get(node, 0),
-                     "code": reply.error.code, "reason": reply.error.reason,
-                     "undelivered": digests.get(node)}
+                    failure_entry(
+                        ERROR, node, self.site_of_node.get(node), rounds.get(node, 0),
+                        reply.error.reason, digests.get(node), code=reply.error.code,
+                    )
                 )  # fmt: skip
                 continue
             site_record = reply.content.config_records.get(R.SITE)
@@ -115,11 +116,10 @@ class LedgeredGrid:
         """The entry for an instruction no reply answered before the deadline."""
         node = message.metadata.dst_node_id
         waited = "the deadline" if timeout is None else f"{timeout:g} s"
-        return {
-            "direction": "in", "kind": "missing", "node": node,
-            "peer": self.site_of_node.get(node), "round": server_round(message.content),
-            "reason": f"no reply within {waited}", "undelivered": digests.get(node),
-        }  # fmt: skip
+        return failure_entry(
+            MISSING, node, self.site_of_node.get(node), server_round(message.content),
+            f"no reply within {waited}", digests.get(node),
+        )  # fmt: skip
 
     def _outbound(self, message: Message, by_content: dict[int, tuple[str, int]]) -> dict:
         """The entry for an instruction; ``by_content`` keeps the batch's digests by content."""
@@ -153,4 +153,4 @@ class LedgeredGrid:
 
     def close(self) -> None:
         """The final signed head: it vouches for every entry of the run."""
-        self.ledger.append({"direction": "none", "kind": "close"}, sign=True)
+        self.ledger.append(close_entry(), sign=True)

@@ -32,10 +32,10 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
-from flowerbed.audit.entries import FLAGGED
+from flowerbed.audit.schema import ERROR, FLAGGED, MISSING
 from flowerbed.audit.verify import Verdict, node_sites, verify_run
 from flowerbed.config import COORDINATOR
-from flowerbed.records import SITE_ERROR, split_site_error
+from flowerbed.protocol.records import SITE_ERROR, split_site_error
 
 FORMATS = ("html", "md", "json")
 LEGEND_SITES = 12
@@ -131,7 +131,7 @@ def _failures(entries: list[dict[str, Any]], nodes: dict[int, str]) -> list[dict
     """Each instruction of the coordinator's that an error or silence answered, and why."""
     failed = []
     for entry in entries:
-        if entry.get("kind") not in ("error", "missing"):
+        if entry.get("kind") not in (ERROR, MISSING):
             continue
         reason = str(entry.get("reason", ""))
         site = entry.get("peer") or nodes.get(entry.get("node"))
@@ -139,7 +139,7 @@ def _failures(entries: list[dict[str, Any]], nodes: dict[int, str]) -> list[dict
             site, reason = split_site_error(reason)
         failed.append(
             {"round": entry.get("round", 0), "site": site or f"node {entry.get('node')}",
-             "what": "no answer" if entry["kind"] == "missing" else "error", "reason": reason}
+             "what": "no answer" if entry["kind"] == MISSING else "error", "reason": reason}
         )  # fmt: skip
     return failed
 

@@ -30,9 +30,10 @@ from flowerbed.audit.ledger import (
     verify_signature,
 )
 from flowerbed.audit.residency import ResidencyPolicy
+from flowerbed.audit.schema import GENESIS
 from flowerbed.config import COORDINATOR, Federation, load_federation
 from flowerbed.errors import FlowerbedError
-from flowerbed.run_folder import CONFIG_FILE, LEDGERS_DIR
+from flowerbed.run_layout import CONFIG_FILE, LEDGERS_DIR
 
 EPSILON_SLACK = 1e-9
 
@@ -110,7 +111,7 @@ def _check_chain(path: Path, federation: Federation, problems: list[Problem]) ->
     read = read_ledger(path)
     entries = read.entries
     genesis = entries[0] if entries else None
-    if genesis is None or genesis.get("kind") != "genesis":
+    if genesis is None or genesis.get("kind") != GENESIS:
         problems.append(Problem(party, 0, "does not start with a genesis entry"))
         return PartyLedger(party, None, None, intact=False)
     ledger = PartyLedger(party, genesis.get("country"), genesis.get("public_key"))

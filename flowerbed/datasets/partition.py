@@ -11,22 +11,19 @@ from collections.abc import Callable
 
 import numpy as np
 
+from flowerbed.catalogue import PARTITIONERS
 from flowerbed.errors import DataError
-from flowerbed.registry import Registry
 
 Partitioner = Callable[[np.ndarray, int, float, np.random.Generator], list[np.ndarray]]
-PARTITIONERS: Registry[Partitioner] = Registry("partition")
 MIN_EXAMPLES_PER_SITE = 4
 _MAX_REDRAWS = 100
 
 
-@PARTITIONERS.register("iid")
 def iid(labels: np.ndarray, sites: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffle, then deal equal shares."""
     return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), sites)]
 
 
-@PARTITIONERS.register("dirichlet")
 def dirichlet(
     labels: np.ndarray, sites: int, alpha: float, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -50,7 +47,6 @@ def dirichlet(
     )
 
 
-@PARTITIONERS.register("quantity")
 def quantity(
     labels: np.ndarray, sites: int, alpha: float, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -71,4 +67,5 @@ def partition(
             f"{len(labels)} examples cannot give {sites} sites {MIN_EXAMPLES_PER_SITE} each; "
             "use fewer sites or more data"
         )
-    return PARTITIONERS.get(scheme)(labels, sites, alpha, np.random.default_rng(seed))
+    partitioner: Partitioner = PARTITIONERS.get(scheme)
+    return partitioner(labels, sites, alpha, np.random.default_rng(seed))

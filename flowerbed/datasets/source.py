@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowerbed.catalogue import READERS
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.base import Dataset, ImageSet, SiteData
 from flowerbed.datasets.content import check_content
@@ -22,43 +23,37 @@ from flowerbed.datasets.medmnist import load_medmnist
 from flowerbed.datasets.partition import partition
 from flowerbed.datasets.synthetic import make_synthetic
 from flowerbed.errors import DataError
-from flowerbed.registry import Registry
 
 # A reader takes (source, number of sites sharing it, seed).
 Reader = Callable[[str, int, int], Dataset]
-READERS: Registry[Reader] = Registry("data source")
 SYNTHETIC_PER_SITE = 64
 MANIFEST_IMAGE_SIZE = 32
 
 
-@READERS.register("synthetic")
-def _synthetic_2d(source: str, sites: int, seed: int) -> Dataset:
+def synthetic_2d(source: str, sites: int, seed: int) -> Dataset:
     n_train = max(1600, SYNTHETIC_PER_SITE * sites)
     return make_synthetic(2, 28, n_train=n_train, n_test=n_train // 4, seed=seed)
 
 
-@READERS.register("synthetic-3d")
-def _synthetic_3d(source: str, sites: int, seed: int) -> Dataset:
+def synthetic_3d(source: str, sites: int, seed: int) -> Dataset:
     n_train = max(400, SYNTHETIC_PER_SITE * sites)
     return make_synthetic(3, 16, n_train=n_train, n_test=n_train // 4, seed=seed)
 
 
-@READERS.register(".npz")
-def _npz(source: str, sites: int, seed: int) -> Dataset:
+def npz_file(source: str, sites: int, seed: int) -> Dataset:
     return load_medmnist(Path(source))
 
 
-@READERS.register(".csv")
-def _csv(source: str, sites: int, seed: int) -> Dataset:
+def csv_manifest(source: str, sites: int, seed: int) -> Dataset:
     return load_manifest(Path(source), MANIFEST_IMAGE_SIZE)
 
 
 def source_kind(source: str) -> str:
     """The reader name for ``source``; ``DataError`` if none reads it."""
-    if source in READERS.names():
+    if source in READERS:
         return source
     suffix = Path(source).suffix.lower()
-    if suffix in READERS.names():
+    if suffix in READERS:
         return suffix
     raise DataError(
         f"{source}: unknown data source; use synthetic, synthetic-3d, a MedMNIST .npz "
@@ -73,7 +68,8 @@ def load_dataset(source: str, sites: int = 1, seed: int = 0) -> Dataset:
     Every entry point (simulate, site init and launch, the roll call) reads through
     here, so data that cannot be trained on is refused before anything starts.
     """
-    dataset = READERS.get(source_kind(source))(source, sites, seed)
+    reader: Reader = READERS.get(source_kind(source))
+    dataset = reader(source, sites, seed)
     check_content(dataset, source)
     return dataset
 

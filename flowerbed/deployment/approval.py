@@ -32,7 +32,8 @@ from flwr.supercore.primitives.asymmetric_ed25519 import create_message_to_sign
 from flwr.supernode import start_client_internal
 
 from flowerbed.audit.ledger import Ledger
-from flowerbed.deployment.site_folder import SiteFolder, write_private
+from flowerbed.audit.schema import app_refused_entry
+from flowerbed.hospital_client.site_folder import SiteFolder, write_private
 
 SITE_ENTITY = "fpk_flowerbed_site"  # the trusted-entity id of the site's own key
 TRUSTED_ENTITIES_FILE = "trusted-entities.yaml"
@@ -67,10 +68,7 @@ def endorse(fab: Fab, folder: SiteFolder, run_id: int) -> Fab:
     log(ERROR, "%s", reason)
     site = folder.config.site
     ledger = Ledger.open(folder.ledger_path, site.name, site.country, folder.ledger_key)
-    ledger.append(
-        {"kind": "app-refused", "app": digest.hexdigest(), "run": run_id, "reason": reason},
-        sign=True,
-    )
+    ledger.append(app_refused_entry(digest.hexdigest(), run_id, reason), sign=True)
     return Fab(fab.hash_str, fab.content, {VALID_LICENSE: "Valid"})
 
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from flowerbed.deployment.site_folder import write_private
+from flowerbed.hospital_client.site_folder import write_private
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from flwr.common.logger import log
 
 from flowerbed.config import Federation
-from flowerbed.datasets import site_data
+from flowerbed.datasets.source import site_data
 from flowerbed.deployment.approval import require_approval, trusted_entities_file
 from flowerbed.deployment.certificates import CertificateFiles
 from flowerbed.deployment.flwr_cli import FlwrCli, with_installed_tools
@@ -32,8 +32,8 @@ from flowerbed.deployment.network import (
     check_reachable,
     parse_address,
 )
-from flowerbed.deployment.site_folder import SiteFolder
 from flowerbed.errors import ConfigError, FlowerbedError
+from flowerbed.hospital_client.site_folder import SiteFolder
 
 SUPERLINK_START_TIMEOUT_S = 60.0
 SUPERLINK_DATABASE = "superlink.db"

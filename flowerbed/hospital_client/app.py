@@ -1,9 +1,9 @@
 """The hospital's Flower ClientApp: one entry point for every kind of round.
 
 Server-side rounds (FedAvg, FedProx) train and evaluate the model the
-ServerApp sends (``site_round``); gossip rounds mix sealed payloads from
+ServerApp sends (``server_rounds``); gossip rounds mix sealed payloads from
 neighbours into the site's own model and seal the result for the next ones
-(``gossip_site``). Which one a train message asks for is in its config.
+(``gossip_round``). Which one a train message asks for is in its content.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from flowerbed import records as R
 from flowerbed.config import Federation, SiteSettings
-from flowerbed.hospital_client import gossip_site
 from flowerbed.hospital_client.audit_mod import make_audit_mod
-from flowerbed.hospital_client.identity import resolve_site
+from flowerbed.hospital_client.gossip_round import gossip_round
+from flowerbed.hospital_client.identity import resolve_site, roll_call_answer
+from flowerbed.hospital_client.local_round import Act, honest
+from flowerbed.hospital_client.server_rounds import evaluate_round, train_round
 from flowerbed.hospital_client.site_errors import make_site_errors_mod
-from flowerbed.hospital_client.site_round import evaluate_round, train_round
+from flowerbed.protocol import records as R
 
 
 def make_client_app(
@@ -25,6 +26,7 @@ def make_client_app(
     homes: str | None = None,
     ledgers: str | None = None,
     log_file: str | None = None,
+    act: Act = honest,
 ) -> ClientApp:
     """A ClientApp bound to ``federation_file``, or reading it from the run config if None.
 
@@ -34,7 +36,9 @@ def make_client_app(
     own with the node config keys ``home`` and ``ledger``. Every message
     passes the site's ledger and egress guard (``audit_mod``); any failure
     answers as the site's own one-line error (``site_errors``), its
-    traceback going to ``log_file`` if given.
+    traceback going to ``log_file`` if given. ``act`` is what a site does
+    with its turn: a deployed one trains honestly; the simulation puts its
+    simulated faults here (``flowerbed.faults.behave``).
     """
 
     def site_of(context: Context) -> tuple[Federation, SiteSettings]:
@@ -49,15 +53,15 @@ def make_client_app(
     def _train(msg: Message, context: Context) -> Message:
         federation, site = site_of(context)
         if R.INBOX in msg.content:
-            content = gossip_site.gossip_round(msg, context, federation, site, homes)
+            content = gossip_round(msg, context, federation, site, homes, act)
         else:
-            content = train_round(msg, context, federation, site)
+            content = train_round(msg, context, federation, site, act)
         return Message(content, reply_to=msg)
 
     @app.query(R.IDENTITY_QUERY)
     def _identity(msg: Message, context: Context) -> Message:
         federation, site = site_of(context)
-        return Message(gossip_site.identity(context, federation, site), reply_to=msg)
+        return Message(roll_call_answer(context, federation, site), reply_to=msg)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

@@ -18,33 +18,20 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 
-from flowerbed import records as R
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
 from flowerbed.audit.ledger import Ledger
+from flowerbed.audit.schema import refused_entry
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.hospital_client.egress_guard import EgressRefused, check_inbound, check_outbound
-from flowerbed.hospital_client.identity import deployed_site
-from flowerbed.privacy import PrivacyAccount
-from flowerbed.privacy.accounting import STATE_KEY
-
-KEY_STATE = "ledger-key"
-PRIVATE_KEY = "ed25519-private-key"
+from flowerbed.hospital_client.keys import ledger_key
+from flowerbed.hospital_client.local_round import spent
+from flowerbed.hospital_client.site_folder import deployed_site
+from flowerbed.protocol import records as R
 
 SiteOf = Callable[[Context], tuple[Federation, SiteSettings]]
 CallNext = Callable[[Message, Context], Message]
-
-
-def ledger_key(context: Context) -> Ed25519PrivateKey:
-    """A simulated site's Ed25519 ledger key, made on first use and kept in ``context.state``."""
-    record = context.state.get(KEY_STATE)
-    if record is not None:
-        return Ed25519PrivateKey.from_private_bytes(bytes(record[PRIVATE_KEY]))
-    key = Ed25519PrivateKey.generate()
-    context.state[KEY_STATE] = ConfigRecord({PRIVATE_KEY: key.private_bytes_raw()})
-    return key
 
 
 def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger | None:
@@ -52,17 +39,12 @@ def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger
     folder = deployed_site(context)
     if folder is not None:
         return Ledger.open(
-            folder.ledger_path, site.name, site.country, folder.ledger_key, durable=True
+            folder.ledger_path, site.name, site.country, ledger_key(context), durable=True
         )
     if not ledgers:
         return None
     path = Path(ledgers) / f"{site.name}.jsonl"
     return Ledger.open(path, site.name, site.country, ledger_key(context), durable=False)
-
-
-def _epsilon(context: Context, federation: Federation) -> float:
-    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    return account.epsilon(federation.privacy.delta)
 
 
 def _membership(content: RecordDict) -> dict[str, float]:
@@ -88,7 +70,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
                 return None
             fields = message_fields(
                 msg, content, direction, COORDINATOR, coordinator,
-                _epsilon(context, federation), kind, round_,
+                spent(context, federation), kind, round_,
             )  # fmt: skip
             return ledger.append({**fields, **extra}, sign=sign)
 
@@ -105,10 +87,8 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
         except EgressRefused as refusal:
             if ledger is not None:
                 ledger.append(
-                    {"direction": "out", "kind": "refused", "round": round_,
-                     "peer": COORDINATOR, "peer_country": coordinator, "reason": str(refusal)},
-                    sign=True,
-                )  # fmt: skip
+                    refused_entry(round_, COORDINATOR, coordinator, str(refusal)), sign=True
+                )
             raise
         countries = {s.name: s.country for s in federation.sites}
         declared = msg.content.config_records.get(R.PEER_COUNTRIES)

@@ -7,7 +7,7 @@ Outbound, only these leave, each checked against what was declared:
 * ``metrics`` / ``test-metrics``: the declared metric names, numbers only;
 * ``site``: the site's own name, country and public key;
 * ``probe``: one SHA-256 digest and, from a gossip site, a sketch of
-  ``honesty.SKETCH_SIZE`` finite numbers (``honesty.sketch``), nothing else;
+  ``honesty.sketch.SKETCH_SIZE`` finite numbers, nothing else;
 * ``sealed``: ciphertext for the addressees this round's instruction named,
   in countries the residency policy lets this site send to;
 * ``ledger-head``: added after the guard by the ledger (see ``audit_mod``).
@@ -27,43 +27,17 @@ from functools import lru_cache
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from flowerbed import records as R
-from flowerbed.audit import ResidencyPolicy
+from flowerbed.audit.residency import ResidencyPolicy
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import FlowerbedError
-from flowerbed.honesty import SKETCH_SIZE, valid_sketch
-from flowerbed.models import ModelSpec, build_model
+from flowerbed.honesty import reasons
+from flowerbed.honesty.sketch import SKETCH_SIZE, valid_sketch
+from flowerbed.models.factory import build_model
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 
-DECLARED_METRICS = frozenset(
-    {
-        R.NUM_EXAMPLES,
-        R.LOSS,
-        R.AUC,
-        R.ACCURACY,
-        R.EPSILON,
-        R.EPSILON_BUDGET,
-        R.BUDGET_EXHAUSTED,
-        R.DISAGREEMENT,
-        R.MEMBERSHIP_AUC,
-        R.REJECTED_PAYLOADS,
-    }
-)
-SITE_KEYS = frozenset(
-    {R.SITE_NAME, R.SITE_COUNTRY, R.SITE_PUBLIC_KEY, R.SITE_SAMPLE_SHAPE, R.SITE_CLASSES}
-)
 MAX_SAMPLE_DIMS = 4  # channels + up to three spatial dims
-INBOUND = {
-    R.CONFIG: ConfigRecord,
-    R.ARRAYS: ArrayRecord,
-    R.INBOX: ConfigRecord,
-    R.MIX_WEIGHTS: ConfigRecord,
-    R.PEER_KEYS: ConfigRecord,
-    R.PEER_COUNTRIES: ConfigRecord,
-    R.SEND_TO: ConfigRecord,
-    R.LEDGER_HEAD: ConfigRecord,
-    R.PROBE_CLAIMS: ConfigRecord,
-    R.SKETCH_CLAIMS: ConfigRecord,
-}
+INBOUND = {name: ArrayRecord if name == R.ARRAYS else ConfigRecord for name in R.INBOUND_RECORDS}
 FLOAT_KINDS = ("f",)
 
 
@@ -81,12 +55,7 @@ def _spec(instruction: Message) -> ModelSpec | None:
     config = instruction.content.config_records.get(R.CONFIG)
     if config is None or R.MODEL not in config:
         return None
-    return ModelSpec(
-        str(config[R.MODEL]),
-        int(config[R.SPATIAL_DIMS]),
-        int(config[R.IN_CHANNELS]),
-        int(config[R.OUT_CHANNELS]),
-    )
+    return ModelSpec.from_config(config)
 
 
 def check_inbound(instruction: Message) -> None:
@@ -155,7 +124,7 @@ def _parameter_problems(arrays: ArrayRecord, spec: ModelSpec | None) -> Iterator
 
 def _metric_problems(name: str, record: MetricRecord) -> Iterator[str]:
     for key, value in record.items():
-        if key not in DECLARED_METRICS:
+        if key not in R.DECLARED_METRICS:
             yield f"metric {key!r} in {name!r} is not declared"
         elif not isinstance(value, int | float):
             yield f"metric {key!r} in {name!r} is not a single number"
@@ -178,13 +147,13 @@ def _flag_problems(record: ConfigRecord, instruction: Message) -> Iterator[str]:
     for peer, code in record.items():
         if peer not in inbox:
             yield f"flag for {peer!r}, which sent this site nothing"
-        elif not isinstance(code, str) or code not in R.PEER_FLAGS:
+        elif not isinstance(code, str) or code not in reasons.NEIGHBOUR_CODES:
             yield f"flag reason for {peer!r} is not a declared code"
 
 
 def _site_problems(record: ConfigRecord, site: SiteSettings) -> Iterator[str]:
     for key, value in record.items():
-        if key not in SITE_KEYS:
+        if key not in R.SITE_KEYS:
             yield f"site record key {key!r} is not declared"
         elif key == R.SITE_NAME and value != site.name:
             yield f"site record names {value!r}, not this site"

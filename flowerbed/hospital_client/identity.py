@@ -1,14 +1,16 @@
-"""Which hospital this ClientApp is, in simulation or in deployment.
+"""Which hospital this ClientApp is, and what it says about itself.
 
 * Deployment: the SuperNode's node config names the site's own config file
   (``site="SITE_DIR/site.toml"``, written by ``flowerbed site init``); the
   site is a federation of one, as far as it knows, and its privacy budget,
-  residency policy and keys are its own (``flowerbed.deployment.site_folder``).
+  residency policy and keys are its own (``hospital_client.site_folder``).
 * Simulation: Flower gives each virtual SuperNode only ``partition-id`` and
   ``num-partitions``; the federation file lists the sites in the same order.
 
 Either way the result is validated like a federation file, and parsed once
-per worker process.
+per worker process. What the site tells others is public: its name and
+country on every reply, and at the roll call its sealing key and the kind of
+images it holds.
 """
 
 from __future__ import annotations
@@ -16,31 +18,22 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context, RecordDict
 
 from flowerbed.config import Federation, SiteSettings, load_federation
-from flowerbed.deployment.site_folder import SiteFolder
+from flowerbed.datasets.source import site_data
 from flowerbed.errors import ConfigError
+from flowerbed.hospital_client.keys import sealing_keys
+from flowerbed.hospital_client.site_folder import deployed_site
+from flowerbed.protocol import records as R
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
-SITE_NODE_KEY = "site"
 
 
 @lru_cache(maxsize=2)
 def _federation(path: str) -> Federation:
     return load_federation(Path(path))
-
-
-@lru_cache(maxsize=2)
-def _site_folder(path: str) -> SiteFolder:
-    return SiteFolder.load(Path(path))
-
-
-def deployed_site(context: Context) -> SiteFolder | None:
-    """The site folder a deployed SuperNode's node config names; None in simulation."""
-    path = context.node_config.get(SITE_NODE_KEY)
-    return None if path is None else _site_folder(str(path))
 
 
 def resolve_site(context: Context, federation_file: str | None) -> tuple[Federation, SiteSettings]:
@@ -63,3 +56,19 @@ def resolve_site(context: Context, federation_file: str | None) -> tuple[Federat
             f"started {expected} nodes; start one node per site"
         )
     return federation, federation.sites[index]
+
+
+def site_record(site: SiteSettings) -> ConfigRecord:
+    """The site's public identity, attached to every reply."""
+    return ConfigRecord({R.SITE_NAME: site.name, R.SITE_COUNTRY: site.country})
+
+
+def roll_call_answer(context: Context, federation: Federation, site: SiteSettings) -> RecordDict:
+    """The roll-call answer: name, country, public key (what the relay forwards to this
+    site's neighbours) and the kind of images it holds (so one model fits every site)."""
+    data = site_data(federation, site)
+    record = site_record(site)
+    record[R.SITE_PUBLIC_KEY] = sealing_keys(context).public_bytes()
+    record[R.SITE_SAMPLE_SHAPE] = [int(d) for d in data.sample_shape]
+    record[R.SITE_CLASSES] = int(data.num_classes)
+    return RecordDict({R.SITE: record})

@@ -19,12 +19,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from flowerbed.registry import Registry
+from flowerbed.catalogue import MIXING
 
 State = dict[str, torch.Tensor]
 Neighbours = dict[str, tuple[float, State]]  # sender -> (weight, its model)
 Mixer = Callable[[State, Neighbours], tuple[State, float]]
-MIXING: Registry[Mixer] = Registry("mixing rule")
 
 
 def _differences(own: State, neighbours: Neighbours) -> list[tuple[float, State]]:
@@ -56,14 +55,12 @@ def _squared_norm(difference: State) -> float:
     return sum(float((tensor**2).sum()) for tensor in difference.values())
 
 
-@MIXING.register("average")
 def average(own: State, neighbours: Neighbours) -> tuple[State, float]:
     """``own`` mixed with its weighted neighbours; and the mean squared distance to them."""
     differences = _differences(own, neighbours)
     return _apply(own, differences), _disagreement(own, differences)
 
 
-@MIXING.register("clipped")
 def clipped(own: State, neighbours: Neighbours) -> tuple[State, float]:
     """As ``average``, each difference clipped to the median difference's length."""
     differences = _differences(own, neighbours)
@@ -80,4 +77,5 @@ def clipped(own: State, neighbours: Neighbours) -> tuple[State, float]:
 
 def mix(rule: str, own: State, neighbours: Neighbours) -> tuple[State, float]:
     """``own`` mixed with ``neighbours`` by the rule called ``rule``."""
-    return MIXING.get(rule)(own, neighbours)
+    mixer: Mixer = MIXING.get(rule)
+    return mixer(own, neighbours)

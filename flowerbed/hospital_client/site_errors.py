@@ -17,9 +17,9 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.logger import log
 
-from flowerbed import records as R
 from flowerbed.errors import FlowerbedError
 from flowerbed.hospital_client.audit_mod import SiteOf
+from flowerbed.protocol import records as R
 
 LONGEST_REASON = 400  # characters: one line on a console, even for a foreign exception
 

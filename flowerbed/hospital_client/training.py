@@ -24,11 +24,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from flowerbed.datasets import ImageSet
+from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import TrainingDiverged
 from flowerbed.hospital_client.scoring import Scores, operating_point, score
-from flowerbed.privacy import PrivacyAccount
+from flowerbed.privacy.accounting import PrivacyAccount
 from flowerbed.privacy.membership import loss_threshold_auc
+from flowerbed.privacy.per_sample import install_layout_safe_conv_sampler
 
 EVAL_BATCH = 256
 CALIBRATION_EXAMPLES = 256  # training examples a site scores to set its threshold
@@ -106,6 +107,7 @@ def train(
     trainee = model
     model.train()
     if plan.dp is not None:
+        install_layout_safe_conv_sampler()
         engine = PrivacyEngine(accountant="rdp")
         loader = DataLoader(
             data.as_torch(), batch_size=plan.batch_size, shuffle=True, generator=generator

@@ -3,69 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 
-from monai.networks.nets import DenseNet121, resnet10, resnet18
+from monai.networks import nets
 from torch import nn
 
+from flowerbed.catalogue import MODELS
 from flowerbed.models.dp_safe import make_dp_safe
 from flowerbed.models.small_cnn import SmallCNN
-from flowerbed.registry import Registry
+from flowerbed.protocol.model_spec import ModelSpec
 
 NetworkBuilder = Callable[[int, int, int], nn.Module]
-MODELS: Registry[NetworkBuilder] = Registry("model")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the same network on another machine."""
-
-    name: str
-    spatial_dims: int
-    in_channels: int
-    out_channels: int
-
-
-@MODELS.register("small-cnn")
-def _small_cnn(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+def small_cnn(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
     return SmallCNN(spatial_dims, in_channels, out_channels)
 
 
-@MODELS.register("small-cnn-tanh")
-def _small_cnn_tanh(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+def small_cnn_tanh(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
     return SmallCNN(spatial_dims, in_channels, out_channels, activation="tanh")
 
 
-@MODELS.register("small-cnn-dp")
-def _small_cnn_dp(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+def small_cnn_dp(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
     return SmallCNN(spatial_dims, in_channels, out_channels, activation="tanh", hidden=0)
 
 
-@MODELS.register("densenet121")
-def _densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    return DenseNet121(
+def densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    return nets.DenseNet121(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels
     )
 
 
-@MODELS.register("resnet10")
-def _resnet10(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    return resnet10(
+def resnet10(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    return nets.resnet10(
         spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=out_channels
     )
 
 
-@MODELS.register("resnet18")
-def _resnet18(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    return resnet18(
+def resnet18(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    return nets.resnet18(
         spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=out_channels
     )
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """A fresh, DP-safe network for ``spec`` (same seed, same initial weights)."""
-    builder = MODELS.get(spec.name)
+    builder: NetworkBuilder = MODELS.get(spec.name)
     return make_dp_safe(builder(spec.spatial_dims, spec.in_channels, spec.out_channels))
 
 

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from flwr.app import Message
 from flwr.common.constant import ErrorCode
 
-from flowerbed import records as R
 from flowerbed.errors import RunStopped
+from flowerbed.protocol import records as R
 from flowerbed.strategies.observer import RoundObserver
-
-if TYPE_CHECKING:  # the roll call itself reads errors with ``why_failed``
-    from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.roll import Roll
 
 
 @dataclass

@@ -10,16 +10,15 @@ from flwr.serverapp.strategy import FedProx
 
 from flowerbed.config import Federation
 from flowerbed.strategies.observer import RoundObserver
-from flowerbed.strategies.registry import STRATEGIES, every_site
-from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.roll import Roll
 from flowerbed.strategies.site_aware import SiteAware
+from flowerbed.strategies.strategy_utils import every_site
 
 
 class SiteAwareFedProx(SiteAware, FedProx):
     """FedProx (Li et al. 2020), every site every round."""
 
 
-@STRATEGIES.register("fedprox")
 def fedprox(federation: Federation, observer: RoundObserver, roll: Roll) -> SiteAwareFedProx:
     strategy = SiteAwareFedProx(
         **every_site(len(federation.sites)), proximal_mu=federation.run.proximal_mu

@@ -13,7 +13,7 @@ model: each site keeps its own, at home.
 
 Each reply also carries a sketch of the model the site sealed, which its
 addressees check against their payloads; from the sketches alone the relay
-flags a site that only mixed and did not train (``training_check``).
+flags a site that only mixed and did not train (``honesty.training``).
 
 The relay takes the sites' node ids and X25519 public keys from the roll
 call (``roll_call``) and plans the topology under the residency policy:
@@ -33,18 +33,17 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from flowerbed import records as R
-from flowerbed.audit import ResidencyPolicy
+from flowerbed.audit.residency import ResidencyPolicy
 from flowerbed.config import Federation
 from flowerbed.errors import ConfigError, RunStopped
-from flowerbed.honesty import sketch, valid_sketch
+from flowerbed.honesty import reasons
+from flowerbed.honesty.sketch import sketch, valid_sketch
+from flowerbed.honesty.training import TrainingCheck
+from flowerbed.protocol import records as R
 from flowerbed.strategies.attendance import require_quorum, take_attendance
 from flowerbed.strategies.observer import RoundObserver, SiteRow
-from flowerbed.strategies.registry import STRATEGIES
-from flowerbed.strategies.reply_checks import record_flag
-from flowerbed.strategies.roll_call import Roll
+from flowerbed.strategies.roll import Roll
 from flowerbed.strategies.topology import Topology, build_topology
-from flowerbed.strategies.training_check import TrainingCheck
 
 CONNECT_POLL_S = 1.0
 
@@ -81,6 +80,7 @@ class GossipRelay:
         self.roll = roll
         self.topology = plan_topology(federation)
         self.names = roll.names
+        self._excluding = federation.run.honesty == "exclude"
 
     def start(
         self,
@@ -126,15 +126,13 @@ class GossipRelay:
             )  # fmt: skip
             replies = attendance.answered
             answered, sealed, train_rows, test_rows = self._collect(server_round, nodes, replies)
-            claims = self._claims_and_flags(grid, server_round, nodes, replies)
+            claims = self._claims_and_flags(server_round, nodes, replies)
             if server_round > 1:  # this round's replies scored the previous round's outcome
                 self.observer.site_rows(test_rows)
                 self.observer.round_done(server_round - 1)
             if final:
                 break
-            untrained = self._check_training(
-                grid, server_round, training, inbox, claims, train_rows
-            )
+            untrained = self._check_training(server_round, training, inbox, claims, train_rows)
             train_rows = [
                 dataclasses.replace(row, flag=untrained.get(row.site, "")) for row in train_rows
             ]
@@ -223,10 +221,10 @@ class GossipRelay:
         return answered, sealed, train_rows, test_rows
 
     def _claims_and_flags(
-        self, grid: Grid, server_round: int, nodes: list[int], replies: list[Message]
+        self, server_round: int, nodes: list[int], replies: list[Message]
     ) -> dict[int, ConfigRecord]:
         """Each sender's probe answer (digest and sketch), to pass on; neighbours' flags, to the
-        ledger."""
+        observer."""
         position = {node: site for site, node in enumerate(nodes)}
         claims = {}
         for reply in replies:
@@ -235,8 +233,9 @@ class GossipRelay:
             if answer is not None and R.PROBE_DIGEST in answer:
                 claims[position[reply.metadata.src_node_id]] = _claim(answer)
             for peer, code in reply.content.config_records.get(R.FLAGS, {}).items():
-                reason = R.PEER_FLAGS.get(str(code))
-                if reason is None:  # a hostile site must not stop the relay with a made-up code
+                if (
+                    str(code) not in reasons.NEIGHBOUR_CODES
+                ):  # a hostile site must not stop the relay with a made-up code
                     log(
                         WARNING,
                         "round %d: %s sent an unknown flag; ignored",
@@ -244,14 +243,13 @@ class GossipRelay:
                         reporter,
                     )
                     continue
-                record_flag(
-                    grid, self.federation.run.honesty, server_round - 1, peer, reason, reporter
+                self.observer.site_flagged(
+                    server_round - 1, peer, reasons.sentence(str(code)), self._excluding, reporter
                 )
         return claims
 
     def _check_training(
         self,
-        grid: Grid,
         server_round: int,
         training: TrainingCheck,
         delivered: dict[int, dict[int, bytes]],
@@ -259,7 +257,7 @@ class GossipRelay:
         train_rows: list[SiteRow],
     ) -> dict[str, str]:
         """Site name -> why, for the sites that sealed payloads without training this round;
-        logged and written to the ledger.
+        each also reported to the observer.
 
         ``train_rows`` are the rows of the sites that sealed payloads; a site
         whose budget is spent says so in its row (``refused``) and is not
@@ -276,7 +274,7 @@ class GossipRelay:
         flags = training.flag(delivered, sketches, refused)
         named = {self.names[site]: reason for site, reason in flags.items()}
         for site, reason in named.items():
-            record_flag(grid, self.federation.run.honesty, server_round, site, reason)
+            self.observer.site_flagged(server_round, site, reason, self._excluding, None)
         return named
 
     def _report_training(
@@ -305,6 +303,5 @@ def _claim(answer: ConfigRecord) -> ConfigRecord:
     return claim
 
 
-@STRATEGIES.register("gossip")
 def gossip(federation: Federation, observer: RoundObserver, roll: Roll) -> GossipRelay:
     return GossipRelay(federation, observer, roll)

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from flwr.app import Message
 
-from flowerbed import records as R
+from flowerbed.protocol import records as R
 
 NAN = float("nan")
 
@@ -85,6 +85,13 @@ class RoundObserver(Protocol):
 
     def site_failed(self, server_round: int, split: str, site: str, reason: str) -> None:
         """A site answered with an error, or not at all before the round's deadline."""
+
+    def site_flagged(
+        self, server_round: int, site: str, reason: str, excluded: bool, reporter: str | None
+    ) -> None:
+        """An honesty check flagged ``site`` (``reporter``: the gossip neighbour that did, or
+        None for the coordinator's own checks); ``excluded``: left out of the round's
+        aggregate. The observer that owns the coordinator's ledger records it there."""
 
     def round_done(self, server_round: int) -> None:
         """Training and evaluation of ``server_round`` are complete."""

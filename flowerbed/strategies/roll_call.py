@@ -14,34 +14,20 @@ the sites' answers, so a coordinator never needs to read anyone's data.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from logging import INFO
 
 from flwr.app import RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from flowerbed import records as R
 from flowerbed.config import Federation
 from flowerbed.errors import RunStopped
-from flowerbed.models import ModelSpec
+from flowerbed.protocol import records as R
+from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.strategies.attendance import why_failed
+from flowerbed.strategies.roll import Roll
 
 CONNECT_POLL_S = 1.0
-
-
-@dataclass(frozen=True)
-class Roll:
-    """The federation's sites as they answered, in federation order."""
-
-    names: list[str]
-    node_ids: list[int]
-    public_keys: list[bytes]
-    spec: ModelSpec
-
-    def name_of(self, node_id: int) -> str:
-        """The site behind a node id (its node id if it never answered the roll call)."""
-        return dict(zip(self.node_ids, self.names, strict=True)).get(node_id, f"node {node_id}")
 
 
 class RollGrid:

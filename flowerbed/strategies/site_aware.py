@@ -4,8 +4,8 @@
 addresses every site of the roll call, reports every site's reply (or its
 absence, ``strategies.attendance``) to the observer, takes sites that refused
 (their privacy budget is spent) or failed out of aggregation, runs the honesty
-checks (``strategies.reply_checks``), and stops the run loudly when no site can
-train any more. Averaging itself stays Flower's.
+checks (``honesty.replies``) and reports their flags to the observer, and stops
+the run loudly when no site can train any more. Averaging itself stays Flower's.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from flowerbed import records as R
-from flowerbed.arrays import to_state_dict
 from flowerbed.config import Federation, RunSettings
 from flowerbed.errors import RunStopped
-from flowerbed.honesty import finite
+from flowerbed.honesty import reasons
+from flowerbed.honesty.measures import finite
+from flowerbed.honesty.replies import flag_replies
+from flowerbed.protocol import records as R
+from flowerbed.protocol.arrays import to_state_dict
 from flowerbed.strategies.attendance import require_quorum, take_attendance
 from flowerbed.strategies.observer import RoundObserver, SiteRow
-from flowerbed.strategies.reply_checks import flag_replies, record_flag
-from flowerbed.strategies.roll_call import Roll, RollGrid
+from flowerbed.strategies.roll import Roll
+from flowerbed.strategies.roll_call import RollGrid
 
 
 class SiteAware:
@@ -43,7 +45,7 @@ class SiteAware:
         self.min_sites = federation.min_sites
         self._audit_draws = random.Random(federation.run.seed)
         self._sent: ArrayRecord | None = None  # the model of this round's instructions
-        self._probe_seed, self._grid = 0, None
+        self._probe_seed = 0
         return self
 
     def configure_train(
@@ -51,7 +53,6 @@ class SiteAware:
     ) -> Iterable[Message]:
         """Flower's instructions, each with this round's fresh probe seed."""
         self._sent, self._probe_seed = arrays, secrets.randbelow(2**31)
-        self._grid = grid
         config = ConfigRecord({**config, R.PROBE_SEED: self._probe_seed})
         return super().configure_train(  # type: ignore[misc]
             server_round, arrays, config, RollGrid(grid, self.roll.node_ids)
@@ -101,18 +102,18 @@ class SiteAware:
     ) -> dict[str, str]:
         """Site -> why, for updates holding NaN or inf: flagged and never averaged, in either
         honesty mode (one would make the average NaN for every site)."""
-        reason = R.PEER_FLAGS[R.NON_FINITE]
+        reason = reasons.sentence(reasons.NON_FINITE)
         broken = {
             row.site: reason
             for reply, row in zip(replies, rows, strict=True)
             if not finite(to_state_dict(reply.content[R.ARRAYS]))
         }
         for site in broken:
-            record_flag(self._grid, "exclude", server_round, site, reason)
+            self.observer.site_flagged(server_round, site, reason, True, None)
         return broken
 
     def _honesty(self, server_round: int, replies: list[Message], rows: list[SiteRow]) -> dict:
-        """Site -> why it is flagged; logged and written to the coordinator's ledger."""
+        """Site -> why it is flagged, each also reported to the observer."""
         if self._sent is None:
             return {}  # no instruction of ours went out: nothing to check against
         flags = flag_replies(
@@ -121,7 +122,9 @@ class SiteAware:
         )  # fmt: skip
         named = {rows[index].site: reason for index, reason in flags.items()}
         for site, reason in named.items():
-            record_flag(self._grid, self.run.honesty, server_round, site, reason)
+            self.observer.site_flagged(
+                server_round, site, reason, self.run.honesty == "exclude", None
+            )
         return named
 
     def aggregate_evaluate(

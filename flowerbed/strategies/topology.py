@@ -26,8 +26,8 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from flowerbed.catalogue import TOPOLOGIES
 from flowerbed.errors import ConfigError
-from flowerbed.registry import Registry
 
 Edge = tuple[int, int]
 Weights = dict[int, dict[int, float]]  # receiver -> sender -> weight
@@ -142,7 +142,6 @@ class GraphSpec:
 
 
 TopologyFactory = Callable[[GraphSpec], Topology]
-TOPOLOGIES: Registry[TopologyFactory] = Registry("topology")
 
 
 def _undirected(name: str, graph: nx.Graph) -> Topology:
@@ -150,12 +149,10 @@ def _undirected(name: str, graph: nx.Graph) -> Topology:
     return Topology(name, graph.number_of_nodes(), (edges,))
 
 
-@TOPOLOGIES.register("ring")
 def ring(spec: GraphSpec) -> Topology:
     return _undirected("ring", nx.cycle_graph(spec.size))
 
 
-@TOPOLOGIES.register("torus")
 def torus(spec: GraphSpec) -> Topology:
     size = spec.size
     rows = max(d for d in range(1, math.isqrt(size) + 1) if size % d == 0)
@@ -177,20 +174,17 @@ def _ahead(size: int, hops: list[int]) -> frozenset[Edge]:
     return frozenset((i, (i + hop) % size) for i in range(size) for hop in hops if hop % size)
 
 
-@TOPOLOGIES.register("exponential")
 def exponential(spec: GraphSpec) -> Topology:
     """Static exponential graph: each site sends to the sites 2^0, 2^1, ... ahead of it."""
     return Topology("exponential", spec.size, (_ahead(spec.size, _hops(spec.size)),))
 
 
-@TOPOLOGIES.register("one-peer-exponential")
 def one_peer_exponential(spec: GraphSpec) -> Topology:
     """Round t: each site sends to the site 2^(t mod log2 n) ahead (Ying et al. 2021)."""
     schedule = tuple(_ahead(spec.size, [hop]) for hop in _hops(spec.size))
     return Topology("one-peer-exponential", spec.size, schedule or (frozenset(),))
 
 
-@TOPOLOGIES.register("random-regular")
 def random_regular(spec: GraphSpec) -> Topology:
     size, degree = spec.size, spec.degree
     if degree >= size or (degree * size) % 2:
@@ -201,7 +195,6 @@ def random_regular(spec: GraphSpec) -> Topology:
     return _undirected("random-regular", nx.random_regular_graph(degree, size, seed=spec.seed))
 
 
-@TOPOLOGIES.register("complete")
 def complete(spec: GraphSpec) -> Topology:
     return _undirected("complete", nx.complete_graph(spec.size))
 
@@ -229,6 +222,7 @@ def from_edge_list(path: Path, names: list[str]) -> Topology:
 
 def build_topology(name: str, names: list[str], seed: int = 0, degree: int = 3) -> Topology:
     """A topology by registry name, or from an edge-list file when ``name`` is a path."""
-    if name in TOPOLOGIES.names() or not Path(name).suffix:
-        return TOPOLOGIES.get(name)(GraphSpec(len(names), seed, degree))
+    if name in TOPOLOGIES or not Path(name).suffix:
+        factory: TopologyFactory = TOPOLOGIES.get(name)
+        return factory(GraphSpec(len(names), seed, degree))
     return from_edge_list(Path(name), names)

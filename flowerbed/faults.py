@@ -21,39 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from flwr.app import MetricRecord
 
-from flowerbed import records as R
+from flowerbed.catalogue import FAULTS
 from flowerbed.config import FaultSettings, Federation, SiteSettings
-from flowerbed.datasets import ImageSet, SiteData
+from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import FlowerbedError
-from flowerbed.registry import Registry
+from flowerbed.hospital_client.local_round import SiteTurn
 
 State = dict[str, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class SiteTurn:
-    """One round at one site: what it received, its data, and how it trains honestly."""
-
-    server_round: int
-    received: State
-    data: SiteData
-    train: Callable[[SiteData], tuple[State, MetricRecord]]
-    # its metrics had it done nothing (epsilon spent so far, budget); only a site that
-    # does no work needs them, so they are computed on demand
-    idle: Callable[[], MetricRecord]
-
-    def claimed(self) -> MetricRecord:
-        """What a site that did no work reports: a full round on all its data."""
-        return MetricRecord({**dict(self.idle()), R.NUM_EXAMPLES: len(self.data.train)})
-
-
 Behaviour = Callable[[FaultSettings, SiteTurn], tuple[State, MetricRecord]]
-FAULTS: Registry[Behaviour] = Registry("fault")
 
 
 class SiteDown(FlowerbedError):
@@ -63,11 +44,15 @@ class SiteDown(FlowerbedError):
 def behave(
     federation: Federation, site: SiteSettings, turn: SiteTurn
 ) -> tuple[State, MetricRecord]:
-    """What ``site`` sends back this round: its honest training, unless a fault says otherwise."""
+    """What ``site`` sends back this round: its honest training, unless a fault says otherwise.
+
+    The simulation hands this to the ClientApp in place of ``local_round.honest``.
+    """
     fault = federation.faults.get(site.name)
     if fault is None or (fault.rounds is not None and turn.server_round not in fault.rounds):
         return turn.train(turn.data)
-    return FAULTS.get(fault.kind)(fault, turn)
+    behaviour: Behaviour = FAULTS.get(fault.kind)
+    return behaviour(fault, turn)
 
 
 def _floats(state: State, change: Callable[[str, torch.Tensor], torch.Tensor]) -> State:
@@ -77,8 +62,7 @@ def _floats(state: State, change: Callable[[str, torch.Tensor], torch.Tensor]) -
     }
 
 
-@FAULTS.register("label-flip")
-def _label_flip(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+def label_flip(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     train = turn.data.train
     flipped = (turn.data.num_classes - 1 - train.labels).astype(train.labels.dtype)
     return turn.train(dataclasses.replace(turn.data, train=ImageSet(train.images, flipped)))
@@ -94,17 +78,15 @@ def _pushed(direction: float) -> Behaviour:
     return push
 
 
-FAULTS.register("sign-flip")(_pushed(-1.0))
-FAULTS.register("scale")(_pushed(+1.0))
+sign_flip = _pushed(-1.0)
+scale = _pushed(+1.0)
 
 
-@FAULTS.register("free-ride")
-def _free_ride(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+def free_ride(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     return dict(turn.received), turn.claimed()
 
 
-@FAULTS.register("noise")
-def _noise(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+def noise(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     generator = torch.Generator().manual_seed(turn.server_round)
 
     def random_like(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -114,18 +96,15 @@ def _noise(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     return _floats(turn.received, random_like), turn.claimed()
 
 
-@FAULTS.register("nan")
-def _nan(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+def nan(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     trained, metrics = turn.train(turn.data)
     return _floats(trained, lambda n, t: torch.full_like(t, float("nan"))), metrics
 
 
-@FAULTS.register("drop")
-def _drop(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+def drop(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     raise SiteDown(f"dropped out of round {turn.server_round} (simulated fault)")
 
 
-@FAULTS.register("crash")
-def _crash(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
+def crash(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
     turn.train(turn.data)
     raise SiteDown(f"crashed in round {turn.server_round} after training (simulated fault)")

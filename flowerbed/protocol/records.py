@@ -40,14 +40,7 @@ PREVIOUS_PROBE_SEED = "previous-probe-seed"  # gossip: the probe the inbox's pay
 PROBE_CLAIMS = "probe-claims"  # gossip: sender -> the probe answer it gave for its payload
 SKETCH_CLAIMS = "sketch-claims"  # gossip: sender -> the sketch it gave of its payload
 HONESTY = "honesty"  # "flag" or "exclude"
-FLAGS = "flags"  # gossip: neighbour -> one of PEER_FLAGS, in a site's reply
-NON_FINITE = "non-finite"  # the flag code of an update holding NaN or inf: always dropped
-PEER_FLAGS = {
-    NON_FINITE: "its update holds NaN or infinite values: dropped, never averaged",
-    "mismatch": "its payload is not the model whose probe answer or sketch it gave",
-    "far": "its payload is far out of line with the other neighbours': a random or scaled model",
-    "unrelated": "its payload shares no direction with its neighbours' models: a random model",
-}
+FLAGS = "flags"  # gossip: neighbour -> a code of ``honesty.reasons.NEIGHBOUR_CODES``
 SEED = "seed"
 MODEL = "model"
 SPATIAL_DIMS = "spatial-dims"
@@ -75,6 +68,36 @@ BUDGET_EXHAUSTED = "budget-exhausted"
 DISAGREEMENT = "disagreement"  # gossip: mean squared parameter distance to neighbours
 REJECTED_PAYLOADS = "rejected-payloads"  # gossip: payloads that failed to open
 MEMBERSHIP_AUC = "membership-auc"  # loss-threshold attack on the site's model, own data
+
+# What a site may send and accept, and nothing else (``hospital_client.egress_guard``).
+DECLARED_METRICS = frozenset(
+    {
+        NUM_EXAMPLES,
+        LOSS,
+        AUC,
+        ACCURACY,
+        EPSILON,
+        EPSILON_BUDGET,
+        BUDGET_EXHAUSTED,
+        DISAGREEMENT,
+        MEMBERSHIP_AUC,
+        REJECTED_PAYLOADS,
+    }
+)
+SITE_KEYS = frozenset({SITE_NAME, SITE_COUNTRY, SITE_PUBLIC_KEY, SITE_SAMPLE_SHAPE, SITE_CLASSES})
+# Records an instruction may hold: the parameters (an ArrayRecord) and config records.
+INBOUND_RECORDS = (
+    CONFIG,
+    ARRAYS,
+    INBOX,
+    MIX_WEIGHTS,
+    PEER_KEYS,
+    PEER_COUNTRIES,
+    SEND_TO,
+    LEDGER_HEAD,
+    PROBE_CLAIMS,
+    SKETCH_CLAIMS,
+)
 
 # A site's own failure: the Error code of its one-line reason ``SITE: message``
 # (``hospital_client.site_errors``); Flower's own codes are 0-8.

@@ -1,26 +1,29 @@
-"""A site's server-side round: train or evaluate the received model on its own data.
+"""What every kind of round does at a site: train on its own data, score on its own test split.
 
-Replies carry model parameters, the declared metrics of ``flowerbed.records``
-and the site's public identity (name, country): nothing else leaves.
-The site's privacy account lives in ``context.state``, so it survives the
-per-message subprocess of a deployed SuperNode.
+Server-side rounds (``server_rounds``) and gossip rounds (``gossip_round``)
+differ in where the model comes from and where it goes; both train and
+score it here. The site's privacy account lives in ``context.state``, so it
+survives the per-message subprocess of a deployed SuperNode.
+
+A round's training is a ``SiteTurn`` handed to an ``Act``: a deployed site
+acts ``honest``-ly; the simulation installs its hostile and failing sites
+(``flowerbed.faults``) in its place, so no fault code is on a deployed
+site's path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from logging import WARNING
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, MetricRecord
 from flwr.common.logger import log
 from torch import nn
 
-from flowerbed import records as R
-from flowerbed.arrays import to_state_dict
 from flowerbed.config import Federation, SiteSettings
-from flowerbed.datasets import SiteData, site_data
-from flowerbed.honesty import probe_answer
-from flowerbed.hospital_client.faults import SiteTurn, behave
+from flowerbed.datasets.base import SiteData
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import (
     DPPlan,
@@ -30,26 +33,38 @@ from flowerbed.hospital_client.training import (
     steps_per_epoch,
     train,
 )
-from flowerbed.models import ModelSpec, build_model, reading_network
-from flowerbed.privacy import BudgetExhausted, PrivacyAccount, plan_noise
-from flowerbed.privacy.accounting import STATE_KEY
+from flowerbed.privacy.accounting import STATE_KEY, BudgetExhausted, PrivacyAccount, plan_noise
+from flowerbed.protocol import records as R
+
+State = dict[str, torch.Tensor]
 
 
-def train_round(
-    msg: Message, context: Context, federation: Federation, site: SiteSettings
-) -> RecordDict:
-    """One round of local training on the received model, or a refusal if the budget is spent."""
-    data = site_data(federation, site)
-    model = _model_from(msg)
-    config = msg.content[R.CONFIG]
-    received = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    turn = site_turn(model, config, context, federation, site, data, received)
-    state, metrics = behave(federation, site, turn)
-    trained = not metrics.get(R.BUDGET_EXHAUSTED, 0)
-    content = site_reply(site, metrics, ArrayRecord(state) if trained else None)
-    if trained and R.PROBE_SEED in config:
-        content[R.PROBE] = probe_answer(spec_of(config), state, int(config[R.PROBE_SEED]))
-    return content
+@dataclass(frozen=True)
+class SiteTurn:
+    """One round at one site: what it received, its data, and how it trains honestly."""
+
+    server_round: int
+    received: State
+    data: SiteData
+    train: Callable[[SiteData], tuple[State, MetricRecord]]
+    # its metrics had it done nothing (epsilon spent so far, budget); only a site that
+    # does no work needs them, so they are computed on demand
+    idle: Callable[[], MetricRecord]
+
+    def claimed(self) -> MetricRecord:
+        """What a site that did no work reports: a full round on all its data."""
+        return MetricRecord({**dict(self.idle()), R.NUM_EXAMPLES: len(self.data.train)})
+
+
+# What a site sends back for its turn: the parameters and the metrics.
+Act = Callable[[Federation, SiteSettings, SiteTurn], tuple[State, MetricRecord]]
+
+
+def honest(
+    federation: Federation, site: SiteSettings, turn: SiteTurn
+) -> tuple[State, MetricRecord]:
+    """A real site's turn: it trains on its own data."""
+    return turn.train(turn.data)
 
 
 def site_turn(
@@ -59,21 +74,25 @@ def site_turn(
     federation: Federation,
     site: SiteSettings,
     data: SiteData,
-    received: dict[str, torch.Tensor],
+    received: State,
 ) -> SiteTurn:
-    """This round at this site: honest training of ``model`` (see ``faults`` for the rest)."""
+    """This round at this site: honest training of ``model``."""
 
-    def honest(own: SiteData) -> tuple[dict[str, torch.Tensor], MetricRecord]:
+    def trained(own: SiteData) -> tuple[State, MetricRecord]:
         metrics = train_locally(model, config, context, federation, site, own)
         return model.state_dict(), metrics
 
     def idle() -> MetricRecord:
-        account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
         nothing = Scores(0, float("nan"), float("nan"), float("nan"))
-        spent = account.epsilon(federation.privacy.delta)
-        return metrics_of(nothing, spent, federation.budget_of(site))
+        return metrics_of(nothing, spent(context, federation), federation.budget_of(site))
 
-    return SiteTurn(int(config[R.SERVER_ROUND]), received, data, honest, idle)
+    return SiteTurn(int(config[R.SERVER_ROUND]), received, data, trained, idle)
+
+
+def spent(context: Context, federation: Federation) -> float:
+    """The epsilon this site has spent in this run so far."""
+    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
+    return account.epsilon(federation.privacy.delta)
 
 
 def train_locally(
@@ -101,12 +120,11 @@ def train_locally(
             plan_noise(budget, privacy.delta, 1 / steps, steps * _planned_epochs(config)),
             privacy.max_grad_norm,
         )
-        spent = account.epsilon(privacy.delta)
         after = account.epsilon_after(
             dp.noise_multiplier, 1 / steps, steps * int(config[R.LOCAL_EPOCHS]), privacy.delta
         )
         if after > budget:
-            refusal = BudgetExhausted(site.name, spent, after, budget)
+            refusal = BudgetExhausted(site.name, account.epsilon(privacy.delta), after, budget)
             log(WARNING, "%s", refusal)
             return _refusal_metrics(refusal)
     plan = TrainPlan(
@@ -133,16 +151,6 @@ def train_locally(
     return metrics_of(scores, account.epsilon(privacy.delta), budget)
 
 
-def evaluate_round(
-    msg: Message, context: Context, federation: Federation, site: SiteSettings
-) -> RecordDict:
-    """Scores of the received model on this site's held-out test split."""
-    data = site_data(federation, site)
-    model = reading_network(spec_of(msg.content[R.CONFIG]))
-    model.load_state_dict(to_state_dict(msg.content[R.ARRAYS]))
-    return site_reply(site, test_metrics(model, context, federation, site, data))
-
-
 def test_metrics(
     model: nn.Module, context: Context, federation: Federation, site: SiteSettings, data: SiteData
 ) -> MetricRecord:
@@ -150,28 +158,10 @@ def test_metrics(
 
     Accuracy is at the site's own operating point, chosen on its training data.
     """
-    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
     scores, membership = evaluate(model, data.test, data.num_classes, calibration=data.train)
-    spent = account.epsilon(federation.privacy.delta)
-    metrics = metrics_of(scores, spent, federation.budget_of(site))
+    metrics = metrics_of(scores, spent(context, federation), federation.budget_of(site))
     metrics[R.MEMBERSHIP_AUC] = membership
     return metrics
-
-
-def spec_of(config: ConfigRecord) -> ModelSpec:
-    """The network the ServerApp asked for (name and shape travel in the config)."""
-    return ModelSpec(
-        str(config[R.MODEL]),
-        int(config[R.SPATIAL_DIMS]),
-        int(config[R.IN_CHANNELS]),
-        int(config[R.OUT_CHANNELS]),
-    )
-
-
-def _model_from(msg: Message) -> nn.Module:
-    model = build_model(spec_of(msg.content[R.CONFIG]))
-    model.load_state_dict(to_state_dict(msg.content[R.ARRAYS]))
-    return model
 
 
 def _planned_epochs(config: ConfigRecord) -> int:
@@ -204,17 +194,3 @@ def _refusal_metrics(refusal: BudgetExhausted) -> MetricRecord:
             R.BUDGET_EXHAUSTED: 1,
         }
     )
-
-
-def site_record(site: SiteSettings) -> ConfigRecord:
-    """The site's public identity, attached to every reply."""
-    return ConfigRecord({R.SITE_NAME: site.name, R.SITE_COUNTRY: site.country})
-
-
-def site_reply(
-    site: SiteSettings, metrics: MetricRecord, arrays: ArrayRecord | None = None
-) -> RecordDict:
-    content = RecordDict({R.METRICS: metrics, R.SITE: site_record(site)})
-    if arrays is not None:
-        content[R.ARRAYS] = arrays
-    return content

@@ -3,26 +3,24 @@
 A gossip free rider mixes what its neighbours sent and passes the mix on
 untrained; no neighbour can tell, for none holds all the models it mixed.
 The relay can: every reply carries a sketch of the model the site sealed
-(``honesty.sketch``, which each addressee checks against the payload it
+(``honesty.sketch.sketch``, which each addressee checks against the payload it
 opens), and sketches are linear. The sketch of a model that was only mixed
 lies in the span of the sketches of the model the site held and those it
 was sent, all of which the relay saw the round before; a trained model's
-does not (``honesty.only_mixed``). An honest site whose data the model
+does not (``sketch.only_mixed``). An honest site whose data the model
 already fits exactly (a loss of 0, so zero gradients) is flagged too: its
 round changed nothing, and the flag says so.
 """
 
 from __future__ import annotations
 
-from flowerbed.honesty import only_mixed
+from flowerbed.honesty import reasons
+from flowerbed.honesty.sketch import only_mixed
 
 Sketch = list[float]
 
-DID_NOT_TRAIN = (
-    "its model is only a mix of the models it held and was sent: "
-    "it did not train, or training changed nothing"
-)
-NO_SKETCH = "gave no sketch of the model it sealed"
+DID_NOT_TRAIN = reasons.sentence(reasons.ONLY_MIXED)
+NO_SKETCH = reasons.sentence(reasons.NO_SKETCH)
 
 
 class TrainingCheck:

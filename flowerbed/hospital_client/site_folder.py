@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from flwr.app import Context
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flowerbed.config import (
@@ -53,6 +54,7 @@ SUPERNODE_PUBLIC_KEY = "supernode.pub"
 LEDGER_FILE = "ledger.jsonl"
 HOME_DIR = "home"
 APP_HASH_LENGTH = 64  # sha256, hex
+SITE_NODE_KEY = "site"  # the SuperNode's node config key naming SITE_DIR/site.toml
 
 
 class SitePolicy(BaseModel):
@@ -172,6 +174,18 @@ class SiteFolder:
         """Write ``site.toml`` (mode 0600)."""
         data = self.config.model_dump(mode="json", exclude_none=True)
         write_private(self.site_file, tomli_w.dumps(data).encode())
+
+
+@lru_cache(maxsize=2)
+def _load(path: str) -> SiteFolder:
+    return SiteFolder.load(Path(path))
+
+
+def deployed_site(context: Context) -> SiteFolder | None:
+    """The site folder a deployed SuperNode's node config names (read once per process);
+    None in simulation."""
+    path = context.node_config.get(SITE_NODE_KEY)
+    return None if path is None else _load(str(path))
 
 
 def create_site_folder(root: Path, config: SiteConfig) -> SiteFolder:

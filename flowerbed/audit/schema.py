@@ -1,0 +1,102 @@
+"""The ledger-entry schema: every kind of entry a party writes, and its fields.
+
+The functions here are the only ones that make an entry other than a
+message's (``audit.entries`` describes messages); ``audit verify`` and the
+report read entries by these names. The ledger adds its own chain fields to
+each (``Ledger.append``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+GENESIS = "genesis"  # the first entry: whose ledger, where, and its public key
+CLOSE = "close"  # the coordinator's last entry: its signed head vouches for the run
+FLAGGED = "flagged"  # an honesty check flagged a site
+REFUSED = "refused"  # the egress guard stopped a reply
+APP_REFUSED = "app-refused"  # a site refused to run an app it has not approved
+ERROR = "error"  # a site answered with an error
+MISSING = "missing"  # a site did not answer before the deadline
+# Message entries are of the message's own kind: Flower's "train", "evaluate", "query".
+
+
+class SealedItem(TypedDict, total=False):
+    """One sealed payload a message carried: the other site, its digest, size and country."""
+
+    peer: str
+    sha256: str
+    bytes: int
+    country: str | None
+
+
+class MessageEntry(TypedDict, total=False):
+    """One message in or out, described alike by sender and receiver so they can be matched."""
+
+    direction: str  # "in" or "out"
+    kind: str
+    run: int
+    round: int
+    peer: str | None
+    peer_country: str | None
+    bytes: int
+    sha256: str
+    carries: list[str]  # the records the message holds
+    epsilon: float | None  # a site's spend when it wrote the entry
+    peer_head: dict[str, Any]  # the signed head the message came with
+    node: int  # the coordinator's: the SuperNode it went to or came from
+    sealed_for: list[SealedItem]
+    sealed_from: list[SealedItem]
+    membership_auc: float
+
+
+def genesis_entry(party: str, country: str, public_key: str) -> dict[str, Any]:
+    return {"kind": GENESIS, "party": party, "country": country, "public_key": public_key}
+
+
+def close_entry() -> dict[str, Any]:
+    return {"direction": "none", "kind": CLOSE}
+
+
+def flag_entry(
+    server_round: int, site: str, reason: str, excluded: bool, reported_by: str | None = None
+) -> dict[str, Any]:
+    """What the coordinator records when an honesty check flags ``site``'s update.
+
+    ``reported_by`` names the gossip neighbour that raised the flag; server-side
+    flags are the coordinator's own.
+    """
+    fields: dict[str, Any] = {
+        "kind": FLAGGED, "round": server_round, "site": site, "reason": reason,
+        "excluded": excluded,
+    }  # fmt: skip
+    if reported_by is not None:
+        fields["reported_by"] = reported_by
+    return fields
+
+
+def refused_entry(server_round: int, peer: str, peer_country: str, reason: str) -> dict[str, Any]:
+    """A reply the site's egress guard stopped: nothing was sent."""
+    return {
+        "direction": "out", "kind": REFUSED, "round": server_round, "peer": peer,
+        "peer_country": peer_country, "reason": reason,
+    }  # fmt: skip
+
+
+def app_refused_entry(app: str, run: int, reason: str) -> dict[str, Any]:
+    """An app bundle the site has not approved: it ran nothing of it."""
+    return {"kind": APP_REFUSED, "app": app, "run": run, "reason": reason}
+
+
+def failure_entry(
+    kind: str, node: int, peer: str | None, server_round: int, reason: str,
+    undelivered: str | None, code: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The coordinator's entry for a site that answered with an error (``ERROR``, with its
+    code) or not at all (``MISSING``); ``undelivered`` is the digest of its instruction."""
+    entry: dict[str, Any] = {"direction": "in", "kind": kind, "node": node, "peer": peer,
+                             "round": server_round}  # fmt: skip
+    if code is not None:
+        entry["code"] = code
+    entry["reason"] = reason
+    entry["undelivered"] = undelivered
+    return entry

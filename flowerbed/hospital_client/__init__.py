@@ -1,0 +1,1 @@
+"""The hospital's ClientApp and everything a site does in it."""
