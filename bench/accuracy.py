@@ -6,8 +6,9 @@ Usage: python bench/accuracy.py [--rounds 20] [--seeds 0 1 2] [--out bench/resul
 (small-cnn; small-cnn-dp under DP) and optimiser, DP
 at epsilon 8 per site. Pooled trains one model on all training data for as
 many epochs as the federation has rounds; local-only trains each site alone
-on its shard. Every number is the mean over sites' own test splits (slices
-of the official test set), then over seeds. Needs ../shared/data.
+on its shard. Every row is scored alike: the mean over the sites' own test
+splits (slices of the official test set; the pooled model on each of them),
+then over seeds. Needs ../shared/data.
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ def federated(strategy: str, dp: bool, rounds: int, seed: int) -> tuple[float, f
     return statistics.mean(r.auc for r in rows), statistics.mean(r.accuracy for r in rows)
 
 
-def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple[float, float]:
-    """One model trained on ``train_set`` only, the way a site would without a federation."""
+def alone(
+    train_set, test_sets: list, fed: Federation, epochs: int, seed: int
+) -> tuple[float, float]:
+    """One model trained on ``train_set`` only, the way a site would without a federation;
+    its mean test AUC and accuracy over ``test_sets``, each at its operating point chosen on
+    ``train_set``."""
     torch.manual_seed(seed)
     model = build_model(ModelSpec(fed.run.model, 2, 1, 2))  # the federation's own default
     steps = steps_per_epoch(len(train_set), fed.run.batch_size)
@@ -75,20 +80,20 @@ def alone(train_set, test_set, fed: Federation, epochs: int, seed: int) -> tuple
         )
         plan = TrainPlan(1, fed.run.batch_size, rate, optimizer=fed.run.optimizer, dp=dp)
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)
-    scores, _ = evaluate(model, test_set, 2, calibration=train_set)
-    return scores.auc, scores.accuracy
+    scores = [evaluate(model, test, 2, calibration=train_set)[0] for test in test_sets]
+    return statistics.mean(s.auc for s in scores), statistics.mean(s.accuracy for s in scores)
 
 
 def pooled(dp: bool, rounds: int, seed: int) -> tuple[float, float]:
     fed = federation("fedavg", dp, rounds, seed)
-    data = load_dataset(str(DATA))
-    return alone(data.train, data.test, fed, rounds, seed)
+    tests = [site_data(fed, site).test for site in fed.sites]
+    return alone(load_dataset(str(DATA)).train, tests, fed, rounds, seed)
 
 
 def local_only(dp: bool, rounds: int, seed: int) -> tuple[float, float]:
     fed = federation("fedavg", dp, rounds, seed)
     scores = [
-        alone(shard.train, shard.test, fed, rounds, seed)
+        alone(shard.train, [shard.test], fed, rounds, seed)
         for shard in (site_data(fed, site) for site in fed.sites)
     ]
     return statistics.mean(s[0] for s in scores), statistics.mean(s[1] for s in scores)

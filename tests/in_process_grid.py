@@ -2,8 +2,11 @@
 
 It lets the gossip relay and the sites run their real code, with real
 sealing, on many rounds in milliseconds, and it keeps every message it
-relays, so a test can look at exactly what the relay saw. Simulation and
-deployment tests use Flower's own engine; this is for the protocol.
+relays, so a test can look at exactly what the relay saw. Every message
+crosses it as Flower's wire format (``message_to_proto`` and back), as it
+crosses a SuperLink: no object is shared between the coordinator and a
+site, or between two messages. Simulation and deployment tests use
+Flower's own engine; this is for the protocol.
 """
 
 from __future__ import annotations
@@ -12,22 +15,27 @@ from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.serde import message_from_proto, message_to_proto
 
 RUN_ID = 1  # what the ``task_identity`` fixture gives every message it makes
+# Node ids of the sites: the i-th site (from 0) is node FIRST_NODE + i. Not 1, which is the
+# SuperLink's own id (``SUPERLINK_NODE_ID``): what comes from it the coordinator reads as
+# the SuperLink answering for a node it lost.
+FIRST_NODE = 101
 
 
 class InProcessGrid:
     def __init__(self, client_app: ClientApp, sites: int) -> None:
         self.client_app = client_app
         self.contexts = {
-            node: Context(
+            FIRST_NODE + index: Context(
                 run_id=RUN_ID,
-                node_id=node,
-                node_config={"partition-id": node - 1, "num-partitions": sites},
+                node_id=FIRST_NODE + index,
+                node_config={"partition-id": index, "num-partitions": sites},
                 state=RecordDict(),
                 run_config={},
             )
-            for node in range(1, sites + 1)
+            for index in range(sites)
         }
         self.relayed: list[Message] = []
         self.down: Callable[[int, Message], bool] = lambda node, msg: False
@@ -47,7 +55,8 @@ class InProcessGrid:
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
         replies = []
-        for message in messages:
+        for sent in messages:
+            message = over_the_wire(sent)
             node = message.metadata.dst_node_id
             self.in_transit(message)
             self.relayed.append(message)
@@ -55,9 +64,14 @@ class InProcessGrid:
                 replies.append(Message(Error(code=0, reason="node down"), reply_to=message))
                 continue
             try:
-                reply = self.client_app(message, self.contexts[node])
+                reply = over_the_wire(self.client_app(message, self.contexts[node]))
             except Exception as err:  # as Flower's runtime: a failing ClientApp is an error reply
                 reply = Message(Error(code=0, reason=f"ClientApp raised: {err}"), reply_to=message)
             self.relayed.append(reply)
             replies.append(reply)
         return replies
+
+
+def over_the_wire(message: Message) -> Message:
+    """``message`` as the other end receives it: serialised and parsed again."""
+    return message_from_proto(message_to_proto(message))

@@ -17,7 +17,7 @@ from conftest import AUDIT_SITES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
-from in_process_grid import InProcessGrid
+from in_process_grid import FIRST_NODE, InProcessGrid
 
 from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, public_key_hex
 from flowerbed.audit.ledgered_grid import as_from_addressees
@@ -61,7 +61,7 @@ def rechain(entries: list[dict], party: str, key: Ed25519PrivateKey) -> list[str
 
 
 def site_key(grid: InProcessGrid, party: str) -> Ed25519PrivateKey:
-    node = [site["name"] for site in AUDIT_SITES].index(party) + 1
+    node = FIRST_NODE + [site["name"] for site in AUDIT_SITES].index(party)
     raw = bytes(grid.contexts[node].state[LEDGER_STATE][LEDGER_PRIVATE_KEY])
     return Ed25519PrivateKey.from_private_bytes(raw)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from flwr.app import ConfigRecord, MetricRecord
-from in_process_grid import RUN_ID, InProcessGrid
+from in_process_grid import FIRST_NODE, RUN_ID, InProcessGrid
 
 from flowerbed.config import load_federation, save_federation
 from flowerbed.errors import ConfigError
@@ -34,8 +34,9 @@ pytestmark = pytest.mark.usefixtures("task_identity")
 SPEC = ModelSpec("small-cnn", 2, 1, 2)
 
 
-def initial_state(node: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(node)
+def initial_state(index: int) -> dict[str, torch.Tensor]:
+    """The distinct start of the site ``index`` (from 0) under ``no_training``."""
+    torch.manual_seed(index + 1)
     return build_model(SPEC).state_dict()
 
 
@@ -48,7 +49,9 @@ def no_training(monkeypatch):
 
     def distinct_start(context, spec, seed):
         record = context.state.get(gossip_round.MODEL_STATE)
-        return record.to_torch_state_dict() if record else initial_state(context.node_id)
+        return (
+            record.to_torch_state_dict() if record else initial_state(context.node_id - FIRST_NODE)
+        )
 
     monkeypatch.setattr(local_round, "train_locally", skip_training)
     monkeypatch.setattr(gossip_round, "_own_state", distinct_start)
@@ -95,7 +98,7 @@ class Gossip:
 
     def keys_of(self, name: str) -> SiteKeys:
         index = [site.name for site in self.federation.sites].index(name)
-        record = self.grid.contexts[index + 1].state[SEALING_STATE]
+        record = self.grid.contexts[FIRST_NODE + index].state[SEALING_STATE]
         return SiteKeys.from_bytes(bytes(record[SEALING_PRIVATE_KEY]))
 
 
@@ -110,7 +113,7 @@ def average(states):
 def test_complete_graph_reaches_the_exact_average_in_one_round(tmp_path, no_training):
     gossip = Gossip(tmp_path, sites(5), "complete", rounds=1)
     gossip.run()
-    starts = [initial_state(node) for node in range(1, 6)]
+    starts = [initial_state(index) for index in range(5)]
     assert consensus_distance(starts) > 1e-4
     expected = average(starts)
     for state in gossip.home_models():
@@ -162,7 +165,7 @@ def test_relay_handles_only_ciphertext_that_only_the_addressee_opens(tmp_path, n
 
 
 def _addressee(gossip: Gossip, message) -> str:
-    return gossip.federation.sites[message.metadata.dst_node_id - 1].name
+    return gossip.federation.sites[message.metadata.dst_node_id - FIRST_NODE].name
 
 
 def _rejected(gossip: Gossip, server_round: int) -> dict[str, int]:
@@ -190,27 +193,28 @@ def test_receiver_rejects_tampered_replayed_and_readdressed_payloads(tmp_path, n
         if not inbox:
             return
         server_round = int(message.content[R.CONFIG][R.SERVER_ROUND])
-        node = message.metadata.dst_node_id
+        node = message.metadata.dst_node_id - FIRST_NODE  # the site's index
         for sender, blob in inbox.items():
             seen[node, sender] = bytes(blob)
-        if server_round == 2 and node == 1:  # flip one byte of site-0's first payload
+        if server_round == 2 and node == 0:  # flip one byte of site-0's first payload
             sender = sorted(inbox.keys())[0]
             blob = bytearray(inbox[sender])
             blob[-1] ^= 1
             inbox[sender] = bytes(blob)
-        if server_round == 3 and node == 2:  # replay round 1's payload in round 2's place
+        if server_round == 3 and node == 1:  # replay round 1's payload in round 2's place
             sender = sorted(inbox.keys())[0]
             inbox[sender] = replayed[node, sender]
-        if server_round == 4 and node == 3:  # hand site-2 what site-3 was sent
+        if server_round == 4 and node == 2:  # hand site-2 what site-3 was sent
             sender = "site-0"
-            inbox[sender] = seen[4, sender]
+            inbox[sender] = seen[3, sender]
 
     replayed: dict[tuple[int, str], bytes] = {}
 
     def remember_then_attack(message) -> None:
         inbox = _inbox_of(message)
         if inbox and int(message.content[R.CONFIG][R.SERVER_ROUND]) == 2:
-            replayed.update({(message.metadata.dst_node_id, s): bytes(b) for s, b in inbox.items()})
+            node = message.metadata.dst_node_id - FIRST_NODE
+            replayed.update({(node, s): bytes(b) for s, b in inbox.items()})
         attack(message)
 
     gossip.grid.in_transit = remember_then_attack
@@ -224,7 +228,8 @@ def test_receiver_rejects_tampered_replayed_and_readdressed_payloads(tmp_path, n
 
 def test_a_site_dropping_out_mid_run_does_not_stop_it(tmp_path, no_training):
     gossip = Gossip(tmp_path, sites(5), "complete", rounds=4)
-    gossip.grid.down = lambda node, message: node == 3 and message.metadata.group_id in ("2", "3")
+    third = FIRST_NODE + 2
+    gossip.grid.down = lambda node, msg: node == third and msg.metadata.group_id in ("2", "3")
     gossip.run()
     status = (gossip.path / "status.json").read_text()
     assert '"completed"' in status and "node down" in status

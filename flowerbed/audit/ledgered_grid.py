@@ -38,7 +38,7 @@ def as_from_addressees(replies: list[Message], sent: list[Message]) -> list[Mess
     not always survive the SuperLink's answer), the SuperLink's answers go to the
     addressees that did not answer themselves, in order: they all say the same thing.
     """
-    by_id = {m.metadata.message_id: m for m in sent}
+    by_id = {m.metadata.message_id: m for m in sent if m.metadata.message_id}
     answered = {r.metadata.src_node_id for r in replies}
     unclaimed = [m for m in sent if m.metadata.dst_node_id not in answered]
     mine = []

@@ -2,7 +2,7 @@
 
 Whatever a site's round raises (its data, its model, its budget, a refused
 egress) becomes an error reply whose reason is ``SITE: message``, coded
-``records.SITE_ERROR``, so the coordinator can print it as it stands and
+``protocol.records.SITE_ERROR``, so the coordinator can print it as it stands and
 tell it apart from Flower's own errors (an unapproved app bundle, a node
 gone). The traceback goes to the site's own log, where its operator looks.
 """
