@@ -32,8 +32,6 @@ from flowerbed.errors import FlowerbedError
 from flowerbed.hospital_client.local_round import SiteTurn
 
 State = dict[str, torch.Tensor]
-
-
 Behaviour = Callable[[FaultSettings, SiteTurn], tuple[State, MetricRecord]]
 
 

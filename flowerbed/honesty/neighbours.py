@@ -29,7 +29,9 @@ def non_finite(neighbours: Neighbours) -> set[str]:
     return {peer for peer, (_, state) in neighbours.items() if not finite(state)}
 
 
-def check_neighbours(msg: Message, spec: ModelSpec, own: State, neighbours: Neighbours) -> dict:
+def check_neighbours(
+    msg: Message, spec: ModelSpec, own: State, neighbours: Neighbours
+) -> dict[str, str]:
     """Neighbour -> a ``reasons.NEIGHBOUR_CODES`` code, for payloads that fail the checks.
 
     A payload must be the model whose probe answer and sketch its sender gave

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from flowerbed.catalogue import MIXING
+from flowerbed.honesty.neighbours import Neighbours
 
 State = dict[str, torch.Tensor]
-Neighbours = dict[str, tuple[float, State]]  # sender -> (weight, its model)
 Mixer = Callable[[State, Neighbours], tuple[State, float]]
 
 

@@ -112,7 +112,9 @@ class SiteAware:
             self.observer.site_flagged(server_round, site, reason, True, None)
         return broken
 
-    def _honesty(self, server_round: int, replies: list[Message], rows: list[SiteRow]) -> dict:
+    def _honesty(
+        self, server_round: int, replies: list[Message], rows: list[SiteRow]
+    ) -> dict[str, str]:
         """Site -> why it is flagged, each also reported to the observer."""
         if self._sent is None:
             return {}  # no instruction of ours went out: nothing to check against
