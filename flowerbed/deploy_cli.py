@@ -185,6 +185,8 @@ def run_command(
     out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/deployed"),
 ) -> None:
     """Submit the training run to the federation's SuperLink and follow it to the end."""
+    from flowerbed.deployment.submit import submit_run
+
     check_tls_flags(root_certificates, insecure)
 
     def submitted(run_id: int, digest: str) -> None:
@@ -193,8 +195,6 @@ def run_command(
     def round_done(server_round: int, mean_auc: float, failed: dict[str, str]) -> None:
         line = f"round {server_round}: mean test AUC {mean_auc:.3f}"
         console.print(line + failed_sites(failed), highlight=False)
-
-    from flowerbed.deployment.submit import submit_run
 
     submit_run(federation, superlink, root_certificates, out, submitted, round_done)
     console.print(f"[green]completed[/]: run folder {out}")

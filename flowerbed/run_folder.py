@@ -23,14 +23,13 @@ from flowerbed.audit.ledger import Ledger
 from flowerbed.audit.schema import flag_entry
 from flowerbed.config import COORDINATOR, Federation, save_federation
 from flowerbed.errors import FlowerbedError
-from flowerbed.models.model_file import save_model
+from flowerbed.models.model_file import MODEL_FILE, save_model
 from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_layout import (
     CONFIG_FILE,
     LEDGERS_DIR,
     LOG_FILE,
     METRICS_FILE,
-    MODEL_FILE,
     STATUS_FILE,
 )
 from flowerbed.strategies.observer import SiteRow

@@ -15,7 +15,6 @@ Layout::
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
-MODEL_FILE = "model.pt"
 STATUS_FILE = "status.json"
 LOG_FILE = "flower.log"
 LEDGERS_DIR = "ledgers"

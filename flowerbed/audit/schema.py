@@ -93,10 +93,9 @@ def failure_entry(
 ) -> dict[str, Any]:  # fmt: skip
     """The coordinator's entry for a site that answered with an error (``ERROR``, with its
     code) or not at all (``MISSING``); ``undelivered`` is the digest of its instruction."""
-    entry: dict[str, Any] = {"direction": "in", "kind": kind, "node": node, "peer": peer,
-                             "round": server_round}  # fmt: skip
+    entry: dict[str, Any] = {
+        "direction": "in", "kind": kind, "node": node, "peer": peer, "round": server_round,
+    }  # fmt: skip
     if code is not None:
         entry["code"] = code
-    entry["reason"] = reason
-    entry["undelivered"] = undelivered
-    return entry
+    return {**entry, "reason": reason, "undelivered": undelivered}

@@ -38,13 +38,12 @@ def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger
     """A deployed site's own ledger, durable; or its simulated one."""
     folder = deployed_site(context)
     if folder is not None:
-        return Ledger.open(
-            folder.ledger_path, site.name, site.country, ledger_key(context), durable=True
-        )
-    if not ledgers:
+        path, durable = folder.ledger_path, True
+    elif ledgers:
+        path, durable = Path(ledgers) / f"{site.name}.jsonl", False
+    else:
         return None
-    path = Path(ledgers) / f"{site.name}.jsonl"
-    return Ledger.open(path, site.name, site.country, ledger_key(context), durable=False)
+    return Ledger.open(path, site.name, site.country, ledger_key(context), durable=durable)
 
 
 def _membership(content: RecordDict) -> dict[str, float]:

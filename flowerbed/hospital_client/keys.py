@@ -7,6 +7,8 @@ which outlives a round as the folder does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ConfigRecord, Context
 
@@ -24,12 +26,10 @@ def sealing_keys(context: Context) -> SiteKeys:
     folder = deployed_site(context)
     if folder is not None:
         return folder.sealing_keys
-    record = context.state.get(SEALING_STATE)
-    if record is not None:
-        return SiteKeys.from_bytes(bytes(record[SEALING_PRIVATE_KEY]))
-    keys = SiteKeys.generate()
-    context.state[SEALING_STATE] = ConfigRecord({SEALING_PRIVATE_KEY: keys.private_bytes()})
-    return keys
+    private = _kept(
+        context, SEALING_STATE, SEALING_PRIVATE_KEY, lambda: SiteKeys.generate().private_bytes()
+    )
+    return SiteKeys.from_bytes(private)
 
 
 def ledger_key(context: Context) -> Ed25519PrivateKey:
@@ -37,9 +37,17 @@ def ledger_key(context: Context) -> Ed25519PrivateKey:
     folder = deployed_site(context)
     if folder is not None:
         return folder.ledger_key
-    record = context.state.get(LEDGER_STATE)
-    if record is not None:
-        return Ed25519PrivateKey.from_private_bytes(bytes(record[LEDGER_PRIVATE_KEY]))
-    key = Ed25519PrivateKey.generate()
-    context.state[LEDGER_STATE] = ConfigRecord({LEDGER_PRIVATE_KEY: key.private_bytes_raw()})
-    return key
+    private = _kept(
+        context, LEDGER_STATE, LEDGER_PRIVATE_KEY,
+        lambda: Ed25519PrivateKey.generate().private_bytes_raw(),
+    )  # fmt: skip
+    return Ed25519PrivateKey.from_private_bytes(private)
+
+
+def _kept(context: Context, state: str, field: str, make: Callable[[], bytes]) -> bytes:
+    """A simulated site's private key bytes from ``context.state``; made and kept there on
+    first use."""
+    record = context.state.get(state)
+    if record is None:
+        record = context.state[state] = ConfigRecord({field: make()})
+    return bytes(record[field])

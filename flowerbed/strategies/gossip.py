@@ -233,9 +233,8 @@ class GossipRelay:
             if answer is not None and R.PROBE_DIGEST in answer:
                 claims[position[reply.metadata.src_node_id]] = _claim(answer)
             for peer, code in reply.content.config_records.get(R.FLAGS, {}).items():
-                if (
-                    str(code) not in reasons.NEIGHBOUR_CODES
-                ):  # a hostile site must not stop the relay with a made-up code
+                # a hostile site must not stop the relay with a made-up code
+                if str(code) not in reasons.NEIGHBOUR_CODES:
                     log(
                         WARNING,
                         "round %d: %s sent an unknown flag; ignored",
