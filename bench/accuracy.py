@@ -66,7 +66,9 @@ def alone(
     its mean test AUC and accuracy over ``test_sets``, each at its operating point chosen on
     ``train_set``."""
     torch.manual_seed(seed)
-    model = build_model(ModelSpec(fed.run.model, 2, 1, 2))  # the federation's own default
+    task = train_set.task
+    spec = ModelSpec.for_images(fed.network_for(task), train_set.images.shape[1:], 2)
+    model = build_model(spec)  # the federation's own default
     steps = steps_per_epoch(len(train_set), fed.run.batch_size)
     dp = None
     if fed.privacy.enabled:
@@ -76,7 +78,7 @@ def alone(
     for epoch in range(epochs):
         # each epoch stands for a round: the same learning-rate schedule as the federation
         rate = scheduled_learning_rate(
-            fed.run.learning_rate, fed.run.lr_schedule, epoch + 1, epochs
+            fed.learning_rate_for(task), fed.run.lr_schedule, epoch + 1, epochs
         )
         plan = TrainPlan(1, fed.run.batch_size, rate, optimizer=fed.run.optimizer, dp=dp)
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)

@@ -10,9 +10,15 @@ entry.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flowerbed.registry import Registry
+
+# The tasks a site's data can be for: a class per image, or a label per voxel.
+CLASSIFICATION = "classification"
+SEGMENTATION = "segmentation"
+TASKS = (CLASSIFICATION, SEGMENTATION)
 
 STRATEGIES: Registry[Any] = Registry(
     "strategy",
@@ -35,8 +41,29 @@ MODELS: Registry[Any] = Registry(
         "densenet121": "flowerbed.models.factory:densenet121",
         "resnet10": "flowerbed.models.factory:resnet10",
         "resnet18": "flowerbed.models.factory:resnet18",
+        "unet": "flowerbed.models.factory:unet",
+        "segresnet": "flowerbed.models.factory:segresnet",
     },
 )
+# A hospital's own network beside the built-ins: an importable ``package.module:function``.
+OWN_NETWORK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_own_network(name: str) -> bool:
+    """Whether ``name`` names a hospital's own ``module:function`` rather than a built-in."""
+    return name not in MODELS and bool(OWN_NETWORK.match(name))
+
+
+def check_network(name: str) -> str:
+    """``name`` if it is a built-in or an own ``module:function``; ValueError saying so if not."""
+    if name in MODELS or is_own_network(name):
+        return name
+    raise ValueError(
+        f"unknown model {name!r}; choose one of: {', '.join(MODELS.names())}, or name your "
+        "own network as package.module:function"
+    )
+
+
 MIXING: Registry[Any] = Registry(
     "mixing rule",
     {
@@ -68,6 +95,8 @@ READERS: Registry[Any] = Registry(
     {
         "synthetic": "flowerbed.datasets.source:synthetic_2d",
         "synthetic-3d": "flowerbed.datasets.source:synthetic_3d",
+        "synthetic-seg": "flowerbed.datasets.source:synthetic_seg_2d",
+        "synthetic-seg-3d": "flowerbed.datasets.source:synthetic_seg_3d",
         ".npz": "flowerbed.datasets.source:npz_file",
         ".csv": "flowerbed.datasets.source:csv_manifest",
     },

@@ -30,6 +30,7 @@ from flowerbed.strategies.observer import SiteRow
 from flowerbed.terminal import console, failed_sites
 
 if TYPE_CHECKING:
+    from flowerbed.protocol.model_spec import ModelSpec
     from flowerbed.run_folder import RunFolder
 
 app = typer.Typer(
@@ -158,16 +159,6 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
     from flowerbed.simulation import simulate as run_simulation
 
     run = federation.run
-    dp = (
-        f"DP-SGD, epsilon {federation.privacy.epsilon:g} per site"
-        if federation.privacy.enabled
-        else "no DP"
-    )
-    console.print(
-        f"[bold]flowerbed[/] {run.strategy} · {len(federation.sites)} sites in "
-        f"{len({s.country for s in federation.sites})} countries · {run.model} · "
-        f"{run.rounds} rounds · {dp} → {out}"
-    )
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -175,17 +166,20 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
         TimeElapsedColumn(),
         console=console,
     )
-    task = progress.add_task("starting Flower simulation", total=run.rounds)
+    bar = progress.add_task("starting Flower simulation", total=run.rounds)
 
     def on_round(server_round: int, rows: list[SiteRow]) -> None:
         progress.console.print(_round_line(server_round, rows))
-        progress.update(task, advance=1, description=f"round {server_round}/{run.rounds}")
+        progress.update(bar, advance=1, description=f"round {server_round}/{run.rounds}")
 
-    # The bar starts once the inputs are checked, so an input error stands alone.
+    # The header and bar start once the inputs are checked, so an input error stands alone.
     with ExitStack() as started:
-        folder = run_simulation(
-            federation, out, on_round=on_round, on_start=lambda: started.enter_context(progress)
-        )
+
+        def on_start(spec: ModelSpec, task: str) -> None:
+            console.print(_header(federation, spec, task, out))
+            started.enter_context(progress)
+
+        folder = run_simulation(federation, out, on_round=on_round, on_start=on_start)
     console.print(_site_table(federation, folder))
     for line in _failure_lines(folder):
         console.print(line, highlight=False)
@@ -200,12 +194,40 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
         console.print(f"run folder: {out} (config.toml, metrics.csv, model.pt, ledgers/, reports)")
 
 
+def _header(federation: Federation, spec: ModelSpec, task: str, out: Path) -> str:
+    """The run's first line: strategy, sites, task, network, image size, rounds, privacy."""
+    run = federation.run
+    dp = (
+        f"DP-SGD, epsilon {federation.privacy.epsilon:g} per site"
+        if federation.privacy.enabled
+        else "no DP"
+    )
+    size = "x".join(str(side) for side in spec.input_shape)
+    return (
+        f"[bold]flowerbed[/] {run.strategy} · {len(federation.sites)} sites in "
+        f"{len({s.country for s in federation.sites})} countries · {task} of {size} "
+        f"{spec.spatial_dims}D images · {spec.name} · {run.rounds} rounds · {dp} → {out}"
+    )
+
+
+def _mean(values: list[float]) -> float:
+    finite = [value for value in values if not math.isnan(value)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _is_segmentation(rows: list[SiteRow]) -> bool:
+    return any(not math.isnan(row.dice) for row in rows)
+
+
 def _round_line(server_round: int, rows: list[SiteRow]) -> str:
-    aucs = [r.auc for r in rows if r.split == "test" and not math.isnan(r.auc)]
-    mean_auc = sum(aucs) / len(aucs) if aucs else float("nan")
+    tested = [r for r in rows if r.split == "test"]
+    if _is_segmentation(tested):
+        score = f"mean test Dice {_mean([r.dice for r in tested]):.3f}"
+    else:
+        score = f"mean test AUC {_mean([r.auc for r in tested]):.3f}"
     spent = max((r.epsilon for r in rows if not math.isnan(r.epsilon)), default=0.0)
-    line = f"round {server_round}: mean test AUC {mean_auc:.3f}, max epsilon spent {spent:.2f}"
-    gaps = [r.disagreement for r in rows if r.split == "test" and not math.isnan(r.disagreement)]
+    line = f"round {server_round}: {score}, max epsilon spent {spent:.2f}"
+    gaps = [r.disagreement for r in tested if not math.isnan(r.disagreement)]
     if gaps:
         line += f", mean disagreement with neighbours {sum(gaps) / len(gaps):.2e}"
     refused = [r.site for r in rows if r.status == "refused"]
@@ -216,7 +238,9 @@ def _round_line(server_round: int, rows: list[SiteRow]) -> str:
 
 def _site_table(federation: Federation, folder: RunFolder) -> Table:
     table = Table(title="Sites after the last round (test split)")
-    for column in ("site", "country", "train examples", "AUC", "accuracy", "epsilon spent"):
+    segmentation = _is_segmentation(list(folder.latest.values()))
+    score_columns = ("Dice", "voxel accuracy") if segmentation else ("AUC", "accuracy")
+    for column in ("site", "country", "train examples", *score_columns, "epsilon spent"):
         table.add_column(column, justify="left" if column in ("site", "country") else "right")
     for site in federation.sites:
         trained = folder.latest.get((site.name, "train"))
@@ -226,13 +250,9 @@ def _site_table(federation: Federation, folder: RunFolder) -> Table:
             continue
         examples = str(trained.num_examples) if trained and trained.status == "ok" else "-"
         epsilon = f"{tested.epsilon:.2f}" if federation.privacy.enabled else "no DP"
+        score = tested.dice if segmentation else tested.auc
         table.add_row(
-            site.name,
-            site.country,
-            examples,
-            f"{tested.auc:.3f}",
-            f"{tested.accuracy:.3f}",
-            epsilon,
+            site.name, site.country, examples, f"{score:.3f}", f"{tested.accuracy:.3f}", epsilon
         )
     return table
 

@@ -16,10 +16,12 @@ from flwr.serverapp.strategy import Result
 
 from flowerbed.audit.ledgered_grid import LedgeredGrid
 from flowerbed.audit.residency import ResidencyPolicy
+from flowerbed.audit.schema import network_entry
 from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import Federation, load_federation
-from flowerbed.errors import ConfigError, RunStopped
-from flowerbed.models.factory import build_model
+from flowerbed.errors import ConfigError, ModelError, RunStopped
+from flowerbed.models.dp_safe import check_fits
+from flowerbed.models.factory import build_model, network_code
 from flowerbed.protocol import records as R
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies.roll import Roll
@@ -35,7 +37,8 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     ledgered = LedgeredGrid(grid, folder.open_ledger(federation.coordinator_country), federation)
     try:
         roll = roll_call(ledgered, federation, federation.run.round_timeout)
-        result = _train(ledgered, federation, folder, roll)
+        initial = _initial_model(roll, folder, federation.run.seed)
+        result = _train(ledgered, federation, folder, roll, initial)
     except RunStopped as stop:
         folder.save_status(completed=False, reason=str(stop))
         raise
@@ -46,18 +49,36 @@ def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
     folder.save_status(completed=True)
 
 
-def _train(grid: Grid, federation: Federation, folder: RunFolder, roll: Roll) -> Result:
+def _initial_model(roll: Roll, folder: RunFolder, seed: int) -> ArrayRecord:
+    """The seeded initial model of the network the roll call settled on, checked to fit the
+    sites' task; the network and its source's sha256 are signed into the coordinator's
+    ledger, so the report names what every site trained."""
+    spec = roll.spec
+    torch.manual_seed(seed)
+    try:
+        model = build_model(spec)
+        check_fits(model, spec, roll.task)
+        code = network_code(spec.name)
+    except ModelError as err:
+        raise RunStopped(str(err)) from None
+    if folder.ledger is not None:
+        entry = network_entry(spec.name, code, roll.task, list(spec.input_shape), spec.out_channels)
+        folder.ledger.append(entry, sign=True)
+    return ArrayRecord(model.state_dict())
+
+
+def _train(
+    grid: Grid, federation: Federation, folder: RunFolder, roll: Roll, initial: ArrayRecord
+) -> Result:
     """The planned rounds with the run's strategy, from one seeded initial model."""
     run, spec = federation.run, roll.spec
-    torch.manual_seed(run.seed)
-    initial = ArrayRecord(build_model(spec).state_dict())
     strategy = STRATEGIES.get(run.strategy)(federation, folder, roll)
     train_config = ConfigRecord(
         {
             R.NUM_ROUNDS: run.rounds,
             R.LOCAL_EPOCHS: run.local_epochs,
             R.BATCH_SIZE: run.batch_size,
-            R.LEARNING_RATE: run.learning_rate,
+            R.LEARNING_RATE: federation.learning_rate_for(roll.task),
             R.LR_SCHEDULE: run.lr_schedule,
             R.OPTIMIZER: run.optimizer,
             R.MIXING: run.mixing,

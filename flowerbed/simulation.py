@@ -24,7 +24,7 @@ from flowerbed.datasets.source import forget_loaded_data, site_data
 from flowerbed.errors import ConfigError, DataError
 from flowerbed.faults import behave
 from flowerbed.hospital_client.app import make_client_app
-from flowerbed.models.dp_safe import preflight
+from flowerbed.models.dp_safe import check_fits, preflight
 from flowerbed.models.factory import build_model
 from flowerbed.models.model_file import MODEL_FILE, load_state
 from flowerbed.protocol.model_spec import ModelSpec
@@ -50,8 +50,11 @@ def backend_config() -> dict:
     }
 
 
-def check_before_start(federation: Federation) -> None:
-    """Load every site's data and pre-flight the network; raise the first problem found."""
+def check_before_start(federation: Federation) -> tuple[ModelSpec, str]:
+    """Load every site's data and pre-flight the network; raise the first problem found.
+
+    Returns the network the run trains, as the roll call will find it, and the task.
+    """
     if len(federation.sites) > MAX_SITES:
         raise ConfigError(
             f"{len(federation.sites)} sites: a simulation on one machine runs at most "
@@ -61,23 +64,25 @@ def check_before_start(federation: Federation) -> None:
     first = site_data(federation, federation.sites[0])
     for site in federation.sites[1:]:
         data = site_data(federation, site)
-        if data.sample_shape != first.sample_shape or data.num_classes != first.num_classes:
+        kind = (data.task, data.sample_shape, data.num_classes)
+        if kind != (first.task, first.sample_shape, first.num_classes):
             raise DataError(
-                f"site {site.name}: images {data.sample_shape} with {data.num_classes} classes "
-                f"differ from site {federation.sites[0].name}'s {first.sample_shape} with "
-                f"{first.num_classes}; all sites must share one task"
+                f"site {site.name}: {data.task} of images {data.sample_shape} with "
+                f"{data.num_classes} classes differs from site {federation.sites[0].name}'s "
+                f"{first.task} of {first.sample_shape} with {first.num_classes}; all sites "
+                "must share one task"
             )
+    spec = ModelSpec.for_images(
+        federation.network_for(first.task), first.sample_shape, first.num_classes
+    )
+    model = build_model(spec)
+    check_fits(model, spec, first.task)
     if federation.privacy.enabled:
-        spec = ModelSpec(
-            federation.run.model,
-            spatial_dims=len(first.sample_shape) - 1,
-            in_channels=first.sample_shape[0],
-            out_channels=first.num_classes,
-        )
-        preflight(build_model(spec), first.sample_shape)
+        preflight(model, first.sample_shape)
     if federation.run.strategy == "gossip":
         plan_topology(federation)
     check_coordinator_residency(federation)
+    return spec, first.task
 
 
 def consensus_distance(states: list[dict[str, torch.Tensor]]) -> float:
@@ -120,14 +125,15 @@ def simulate(
     federation: Federation,
     out: Path,
     on_round: Callable[[int, list[SiteRow]], None] | None = None,
-    on_start: Callable[[], None] | None = None,
+    on_start: Callable[[ModelSpec, str], None] | None = None,
 ) -> RunFolder:
     """Train ``federation`` in simulation, writing the run folder ``out``.
 
-    ``on_start()`` is called once every check has passed, just before Ray
-    starts (a progress display begun earlier would stand above a one-line
-    input error); ``on_round(round, rows)`` is called after each round (training and
-    evaluation) with every site's rows of that round. A gossip run's sites
+    ``on_start(spec, task)`` is called with the network to train and the task once
+    every check has passed, just before Ray starts (a progress display begun
+    earlier would stand above a one-line input error); ``on_round(round, rows)``
+    is called after each round (training and evaluation) with every site's rows
+    of that round. A gossip run's sites
     keep their models under ``out/sites/<site>/``, and ``out/consensus.csv``
     gets the true consensus distance per round (a simulation-only diagnostic).
     Every party's ledger is under ``out/ledgers/``, and the audit report
@@ -136,14 +142,14 @@ def simulate(
     holds every finished round and the reason.
     """
     check_new_run_folder(Path(out).resolve())
-    check_before_start(federation)
+    spec, task = check_before_start(federation)
     forget_loaded_data()  # the sites load their own; this process trains nothing
     folder = RunFolder.create(out, federation, on_round=on_round)
     if federation.run.strategy == "gossip":
         folder.on_round = _with_consensus(federation, folder, on_round)
     config_file = folder.config_file.resolve()
     if on_start is not None:
-        on_start()
+        on_start(spec, task)
     try:
         with _flower_logs_to(folder.log_file):
             run_simulation(

@@ -37,7 +37,7 @@ from flowerbed.run_folder import RunFolder
 from flowerbed.run_layout import SITES_DIR
 from flowerbed.server_app import coordinate
 
-SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2)
+SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -97,10 +97,7 @@ def train_instruction(server_round: int, rounds: int, schedule: str = "constant"
             R.LEARNING_RATE: 0.05,
             R.LR_SCHEDULE: schedule,
             R.SEED: 0,
-            R.MODEL: "small-cnn",
-            R.SPATIAL_DIMS: 2,
-            R.IN_CHANNELS: 1,
-            R.OUT_CHANNELS: 2,
+            **SMALL_CNN.to_config(),
         }
     )
     content = RecordDict({R.ARRAYS: ArrayRecord(model.state_dict()), R.CONFIG: config})

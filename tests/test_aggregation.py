@@ -22,7 +22,9 @@ def test_the_federated_average_is_the_same_to_the_bit_whatever_order_the_replies
     would not repeat."""
     federation = load_federation(None, {"privacy": {"enabled": False}})
     names = [site.name for site in federation.sites]
-    roll = Roll(names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN)
+    roll = Roll(
+        names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN, "classification"
+    )
     replies = replies_for(federation, [site_context() for _ in names], 1)
     aggregates = []
     for order, arrived in enumerate([replies, replies[::-1], replies[1:] + replies[:1]]):

@@ -34,7 +34,7 @@ def test_each_array_reads_back_as_flower_reads_it(name):
 
 def test_a_model_state_reads_back_as_flower_reads_it_twice_over():
     """The second read of the same shapes is served from the header cache."""
-    record = ArrayRecord(build_model(ModelSpec("small-cnn", 2, 1, 2)).state_dict())
+    record = ArrayRecord(build_model(ModelSpec("small-cnn", 2, 1, 2, (28, 28))).state_dict())
     for _ in range(2):
         ours, flowers = to_state_dict(record), record.to_torch_state_dict()
         assert list(ours) == list(flowers)

@@ -46,15 +46,33 @@ def test_embedded_default_is_four_hospitals_in_two_countries():
 
 
 @pytest.mark.parametrize(
-    ("dp", "model", "optimizer", "rate"),
-    [(True, "small-cnn-dp", "sgd", 0.04), (False, "small-cnn", "adam", 0.001)],
+    ("dp", "task", "model", "optimizer", "rate"),
+    [
+        (True, "classification", "small-cnn-dp", "sgd", 0.04),
+        (False, "classification", "small-cnn", "adam", 0.001),
+        (True, "segmentation", "unet", "sgd", 0.04),
+        (False, "segmentation", "unet", "adam", 0.01),
+    ],
 )
-def test_training_defaults_follow_dp_unless_the_user_chose(dp, model, optimizer, rate):
+def test_training_defaults_follow_task_and_dp_unless_the_user_chose(
+    dp, task, model, optimizer, rate
+):
     federation = load_federation(None, {"privacy": {"enabled": dp}})
-    assert (federation.run.model, federation.run.optimizer) == (model, optimizer)
-    assert federation.run.learning_rate == rate
-    chosen = load_federation(None, {"privacy": {"enabled": dp}, "run": {"model": "resnet10"}})
-    assert chosen.run.model == "resnet10"
+    assert (federation.network_for(task), federation.run.optimizer) == (model, optimizer)
+    assert federation.learning_rate_for(task) == rate
+    chosen = load_federation(
+        None, {"privacy": {"enabled": dp}, "run": {"model": "resnet10", "learning_rate": 0.5}}
+    )
+    assert (chosen.network_for(task), chosen.learning_rate_for(task)) == ("resnet10", 0.5)
+
+
+def test_an_own_network_is_named_as_module_function_and_nothing_else():
+    chosen = load_federation(None, {"run": {"model": "hospital_nets.unet:build"}})
+    assert chosen.network_for("segmentation") == "hospital_nets.unet:build"
+    assert chosen.builds("hospital_nets.unet:build") and chosen.builds("unet")
+    assert not chosen.builds("os:system")
+    with pytest.raises(ConfigError, match="package.module:function"):
+        load_federation(None, {"run": {"model": "not a network"}})
 
 
 def test_federation_file_is_read_and_country_normalised(tmp_path):

@@ -21,7 +21,7 @@ from flowerbed.protocol.model_spec import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
-SPEC = ModelSpec("small-cnn", 2, 1, 2)
+SPEC = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
 SITE = {R.SITE_NAME: "berlin", R.SITE_COUNTRY: "DE"}
 
 
@@ -57,10 +57,7 @@ def instruction(**extra) -> Message:
     config = ConfigRecord(
         {
             R.SERVER_ROUND: 1,
-            R.MODEL: SPEC.name,
-            R.SPATIAL_DIMS: SPEC.spatial_dims,
-            R.IN_CHANNELS: SPEC.in_channels,
-            R.OUT_CHANNELS: SPEC.out_channels,
+            **SPEC.to_config(),
         }
     )
     content = RecordDict({R.CONFIG: config, **extra})

@@ -31,7 +31,7 @@ from flowerbed.strategies.gossip import plan_topology
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
-SPEC = ModelSpec("small-cnn", 2, 1, 2)
+SPEC = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
 
 
 def initial_state(index: int) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from flowerbed.catalogue import MODELS
+from flowerbed.catalogue import CLASSIFICATION, MODELS
 from flowerbed.config import DEFAULT_MODEL
 from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import ModelError
@@ -19,6 +19,9 @@ from flowerbed.models.factory import build_model
 from flowerbed.privacy.accounting import PrivacyAccount
 from flowerbed.privacy.per_sample import install_layout_safe_conv_sampler
 from flowerbed.protocol.model_spec import ModelSpec
+
+
+SEGMENTATION_NETWORKS = ("unet", "segresnet")
 
 
 def sample_shape(name: str, spatial_dims: int) -> tuple[int, ...]:
@@ -35,7 +38,8 @@ def per_sample_autograd(model: nn.Module, images, labels) -> dict[str, torch.Ten
     (seen in 3D: 3 % off, from plain autograd alone, no Opacus involved).
     """
     grads: dict[str, list[torch.Tensor]] = {}
-    losses = F.cross_entropy(model(images), labels, reduction="none")
+    losses = F.cross_entropy(model(images), labels, reduction="none").reshape(len(labels), -1)
+    losses = losses.mean(dim=1)  # a segmentation's loss: the mean over its voxels
     for loss in losses:
         model.zero_grad()
         loss.backward(retain_graph=True)
@@ -50,8 +54,11 @@ def assert_per_sample_gradients_match_autograd(
     """Opacus's per-sample gradients of ``name`` with model and inputs in ``layout``,
     against autograd's in the default layout."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec(name, spatial_dims, 1, 3)).train()
-    images, labels = torch.randn(2, *sample_shape(name, spatial_dims)), torch.tensor([0, 2])
+    shape = sample_shape(name, spatial_dims)
+    model = build_model(ModelSpec(name, spatial_dims, 1, 3, shape[1:])).train()
+    images, labels = torch.randn(2, *shape), torch.tensor([0, 2])
+    if name in SEGMENTATION_NETWORKS:
+        labels = torch.randint(0, 3, (2, *shape[1:]), generator=torch.Generator().manual_seed(0))
     expected = per_sample_autograd(model, images, labels)
     wrapped = GradSampleModule(model.to(memory_format=layout))
     wrapped.zero_grad()
@@ -103,7 +110,7 @@ def test_training_runs_channels_last_to_the_model_the_default_layout_gives(
     data = ImageSet(images.numpy(), (torch.arange(40) % 2).numpy())
     plan = TrainPlan(epochs=1, batch_size=8, learning_rate=0.05, dp=dp)
     torch.manual_seed(0)
-    start = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2))
+    start = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2, (28,) * spatial_dims))
 
     def trained() -> nn.Module:
         model = copy.deepcopy(start)
@@ -145,7 +152,7 @@ def test_plain_training_over_epochs_is_the_dataloader_loop(monkeypatch, double_p
     plan = TrainPlan(epochs=3, batch_size=16, learning_rate=0.05)
     monkeypatch.setattr(training, "CHANNELS_LAST", {})  # the same computation as the loop
     torch.manual_seed(0)
-    start = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    start = build_model(ModelSpec("small-cnn", 2, 1, 2, (28, 28)))
     ours = copy.deepcopy(start)
     train(ours, ImageSet(images.numpy(), labels.numpy()), 2, plan, PrivacyAccount(), seed=3)
     loop = copy.deepcopy(start)
@@ -177,7 +184,7 @@ def test_stock_monai_resnet_breaks_under_opacus_and_ours_does_not():
 
 def test_fixed_networks_have_no_batchnorm_and_no_inplace_ops():
     for name in MODELS.names():
-        model = build_model(ModelSpec(name, 2, 1, 2))
+        model = build_model(ModelSpec(name, 2, 1, 2, (28, 28)))
         assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         assert not any(getattr(m, "inplace", False) for m in model.modules())
 
@@ -204,7 +211,7 @@ def test_preflight_refuses_a_network_it_cannot_train_with_a_reason():
 
 def test_unknown_model_name_lists_the_choices():
     with pytest.raises(Exception, match="choose one of: densenet121"):
-        build_model(ModelSpec("vgg16", 2, 1, 2))
+        build_model(ModelSpec("vgg16", 2, 1, 2, (28, 28)))
 
 
 def test_dp_default_keeps_few_weights_for_dp_sgd_to_noise():
@@ -212,7 +219,11 @@ def test_dp_default_keeps_few_weights_for_dp_sgd_to_noise():
     hidden layer: the plain default's convolutions with a fifth of its weights, 2D and 3D."""
     for spatial_dims in (2, 3):
         plain, dp = (
-            build_model(ModelSpec(DEFAULT_MODEL[dp_on], spatial_dims, 1, 2))
+            build_model(
+                ModelSpec(
+                    DEFAULT_MODEL[CLASSIFICATION][dp_on], spatial_dims, 1, 2, (28,) * spatial_dims
+                )
+            )
             for dp_on in (False, True)
         )
         weights = [sum(p.numel() for p in model.parameters()) for model in (plain, dp)]
@@ -232,7 +243,7 @@ def test_a_seed_gives_every_small_cnn_the_same_start_whatever_its_head():
     starts = []
     for name in ("small-cnn", "small-cnn-tanh", "small-cnn-dp"):
         torch.manual_seed(0)
-        starts.append(build_model(ModelSpec(name, 2, 1, 2)).state_dict())
+        starts.append(build_model(ModelSpec(name, 2, 1, 2, (28, 28))).state_dict())
     torch.manual_seed(0)
     first = nn.Conv2d(1, 16, kernel_size=3, padding=1)
     torch.testing.assert_close(starts[0]["0.weight"], first.weight.detach(), rtol=0, atol=0)

@@ -81,7 +81,9 @@ def test_run_goes_on_without_a_refusing_site_and_stops_when_none_can_train(tmp_p
     contexts = [site_context() for _ in federation.sites]
     folder = RunFolder.create(tmp_path / "run", federation)
     names = [site.name for site in federation.sites]
-    roll = Roll(names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN)
+    roll = Roll(
+        names, list(range(1, len(names) + 1)), [b""] * len(names), SMALL_CNN, "classification"
+    )
     strategy = STRATEGIES.get("fedavg")(federation, folder, roll)
 
     # the first site spends its whole budget alone

@@ -248,7 +248,7 @@ def overfit_membership_auc(dp: DPPlan | None) -> float:
     noise_labels = torch.randint(0, 2, (48,), generator=torch.Generator().manual_seed(0))
     members = ImageSet(chosen.images, noise_labels.numpy().astype(chosen.labels.dtype))
     torch.manual_seed(0)
-    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    model = build_model(ModelSpec("small-cnn", 2, 1, 2, (28, 28)))
     optimizer, learning_rate = ("adam", 0.003) if dp is None else ("sgd", 0.02)
     plan = TrainPlan(
         epochs=60, batch_size=16, learning_rate=learning_rate, optimizer=optimizer, dp=dp
@@ -311,7 +311,7 @@ def test_excluding_flagged_sites_protects_plain_fedavg(tmp_path, task_identity):
 
 
 def test_a_probe_answer_that_does_not_match_the_parameters_sent_is_flagged():
-    spec = ModelSpec("small-cnn", 2, 1, 2)
+    spec = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
     torch.manual_seed(0)
     sent = build_model(spec).state_dict()
     replies = []
@@ -332,7 +332,7 @@ def test_a_probe_answer_that_does_not_match_the_parameters_sent_is_flagged():
 
 def test_a_random_model_is_flagged_even_when_honest_updates_are_as_large():
     """Honest updates half the model's size put a random model within ``FAR_FACTOR``."""
-    spec = ModelSpec("small-cnn", 2, 1, 2)
+    spec = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
     torch.manual_seed(0)
     sent = build_model(spec).state_dict()
     states = [{k: v + 0.5 * v.std() * torch.randn_like(v) for k, v in sent.items()} for _ in "abc"]
@@ -370,7 +370,7 @@ def test_gossip_neighbours_flag_a_site_that_sends_random_models(tmp_path, task_i
 
 
 def test_a_gossip_payload_that_is_not_the_model_its_sender_claimed_is_flagged():
-    spec = ModelSpec("small-cnn", 2, 1, 2)
+    spec = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
     torch.manual_seed(0)
     own = build_model(spec).state_dict()
     neighbours = {}
@@ -393,7 +393,9 @@ def test_a_gossip_payload_that_is_not_the_model_its_sender_claimed_is_flagged():
 def relay_hearing(content: RecordDict) -> dict:
     """What the gossip relay keeps of one reply from the fourth site."""
     names = [site["name"] for site in SITES]
-    roll = Roll(names, [1, 2, 3, 4], [b""] * 4, ModelSpec("small-cnn", 2, 1, 2))
+    roll = Roll(
+        names, [1, 2, 3, 4], [b""] * 4, ModelSpec("small-cnn", 2, 1, 2, (28, 28)), "classification"
+    )
     relay = GossipRelay(federation("gossip"), observer=None, roll=roll)
     reply = SimpleNamespace(
         has_error=lambda: False, metadata=SimpleNamespace(src_node_id=4), content=content
@@ -412,7 +414,7 @@ def test_a_made_up_sketch_is_not_passed_on_and_counts_as_none():
 
 
 def seeded_models(count: int) -> list[dict[str, torch.Tensor]]:
-    spec = ModelSpec("small-cnn", 2, 1, 2)
+    spec = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
     models = []
     for seed in range(count):
         torch.manual_seed(seed)
@@ -422,7 +424,7 @@ def seeded_models(count: int) -> list[dict[str, torch.Tensor]]:
 
 def trained_from(state: dict[str, torch.Tensor], learning_rate: float) -> dict[str, torch.Tensor]:
     """``state`` after one epoch of plain SGD on 40 random images: two small steps."""
-    model = build_model(ModelSpec("small-cnn", 2, 1, 2))
+    model = build_model(ModelSpec("small-cnn", 2, 1, 2, (28, 28)))
     model.load_state_dict(state)
     rng = np.random.default_rng(0)
     data = ImageSet(rng.random((40, 1, 32, 32), dtype=np.float32), rng.integers(0, 2, 40))
@@ -498,7 +500,7 @@ def test_excluding_a_gossip_free_rider_keeps_its_model_from_every_neighbour(
 
 def test_a_gossip_payload_whose_sketch_is_not_the_one_claimed_is_flagged():
     """A free rider cannot pass the relay's check by claiming a trained model's sketch."""
-    spec = ModelSpec("small-cnn", 2, 1, 2)
+    spec = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
     own, *others = seeded_models(4)
     neighbours = {peer: (0.25, state) for peer, state in zip("abc", others, strict=True)}
     digests = {peer: probe_digest(spec, state, 11) for peer, (_, state) in neighbours.items()}

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from flowerbed.datasets.base import ImageSet
-from flowerbed.hospital_client.scoring import operating_point, score
+from flowerbed.hospital_client.scoring import SegmentationTally, operating_point, score
 from flowerbed.hospital_client.training import predict
 from flowerbed.models.factory import build_model
 from flowerbed.protocol.model_spec import ModelSpec
@@ -46,13 +47,45 @@ def test_auc_is_not_made_up_for_a_one_class_split():
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_predict_gives_the_models_own_logits_and_hands_it_back_as_it_was(spatial_dims):
     torch.manual_seed(0)
-    model = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2)).eval()
+    model = build_model(ModelSpec("small-cnn", spatial_dims, 1, 2, (28,) * spatial_dims)).eval()
     shape = (5, 1, *[16] * spatial_dims)
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     data = ImageSet(images, np.arange(5) % 2)
     with torch.no_grad():
         expected = model(torch.from_numpy(images))
-    ((logits, labels),) = predict(model, data)
-    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
-    assert labels.tolist() == [0, 1, 0, 1, 0]
+    (tally,) = predict(model, data, 2)
+    labels = torch.tensor([0, 1, 0, 1, 0])
+    torch.testing.assert_close(
+        tally.losses(), F.cross_entropy(expected, labels, reduction="none"), rtol=1e-4, atol=1e-5
+    )
+    assert tally.scores().num_examples == 5
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def masks_logits(predicted: torch.Tensor, classes: int) -> torch.Tensor:
+    """Logits whose argmax is ``predicted`` (B, H, W)."""
+    return F.one_hot(predicted, classes).movedim(-1, 1).float() * 10
+
+
+def test_dice_is_one_for_a_perfect_mask_and_the_overlap_for_a_partial_one():
+    truth = torch.zeros(2, 8, 8, dtype=torch.int64)
+    truth[:, 2:6, 2:6] = 1  # 16 voxels of structure in each image
+    half = truth.clone()
+    half[1, 2:4, 2:6] = 0  # the second image finds 8 of 16: Dice 2*8/(8+16) = 2/3
+    tally = SegmentationTally(2)
+    tally.add(masks_logits(half, 2), truth)
+    scores = tally.scores()
+    assert scores.dice == pytest.approx((1 + 2 / 3) / 2)
+    assert scores.accuracy == pytest.approx(1 - 8 / 128)
+    assert math.isnan(scores.auc) and len(tally.losses()) == 2
+
+
+def test_dice_is_the_mean_over_foreground_classes_and_skips_images_without_the_class():
+    truth = torch.zeros(2, 4, 4, dtype=torch.int64)
+    truth[0, :2] = 1  # image 0 shows class 1 only, image 1 class 2 only
+    truth[1, 2:] = 2
+    predicted = truth.clone()
+    predicted[1, 2:] = 0  # class 2 missed entirely
+    tally = SegmentationTally(3)
+    tally.add(masks_logits(predicted, 3), truth)
+    assert tally.scores().dice == pytest.approx((1.0 + 0.0) / 2)

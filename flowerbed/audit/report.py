@@ -32,7 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
-from flowerbed.audit.schema import ERROR, FLAGGED, MISSING
+from flowerbed.audit.schema import ERROR, FLAGGED, MISSING, NETWORK
 from flowerbed.audit.verify import Verdict, node_sites, verify_run
 from flowerbed.config import COORDINATOR
 from flowerbed.protocol.records import SITE_ERROR, split_site_error
@@ -63,6 +63,7 @@ class Report:
     privacy: dict[str, dict[int, float]]  # site -> round -> epsilon spent after it
     budgets: dict[str, float]
     membership: dict[str, float]  # site -> attack AUC on its last scored model
+    test_scores: dict[str, dict[str, float]]  # site -> "auc" or "dice" of its last scored model
     flagged: list[dict[str, Any]]  # honesty checks: round, site, reason, excluded
     failed: list[dict[str, Any]]  # sites that answered with an error, or not at all: round, why
 
@@ -74,6 +75,7 @@ def build_report(run_dir: Path) -> Report:
     kinds: dict[str, dict[str, int]] = {}
     privacy: dict[str, dict[int, float]] = {}
     membership: dict[str, float] = {}
+    test_scores: dict[str, dict[str, float]] = {}
     parties = []
     coordinator = verdict.ledgers.get(COORDINATOR)
     nodes = node_sites(coordinator) if coordinator is not None else {}
@@ -101,9 +103,14 @@ def build_report(run_dir: Path) -> Report:
             continue
         kinds[name] = _payload_kinds(sent)
         privacy[name] = _privacy_by_round(ledger.entries, federation.run.rounds)
-        attacks = [e["membership_auc"] for e in sent if "membership_auc" in e]
-        if attacks:
-            membership[name] = float(attacks[-1])
+        scored = [e for e in sent if "membership_auc" in e]
+        if scored:
+            membership[name] = float(scored[-1]["membership_auc"])
+            test_scores[name] = {
+                score: float(scored[-1][f"test_{score}"])
+                for score in ("auc", "dice")
+                if f"test_{score}" in scored[-1]
+            }
         for entry in sent:
             for sealed in entry.get("sealed_for", []):
                 receiver = federation.country_of(sealed["peer"]) or str(sealed.get("country"))
@@ -120,6 +127,7 @@ def build_report(run_dir: Path) -> Report:
         privacy=privacy,
         budgets={s.name: federation.budget_of(s) for s in federation.sites},
         membership=membership,
+        test_scores=test_scores,
         flagged=[
             e for e in (coordinator.entries if coordinator else []) if e.get("kind") == FLAGGED
         ],
@@ -165,6 +173,20 @@ def _privacy_by_round(entries: list[dict[str, Any]], rounds: int) -> dict[int, f
     return dict(sorted(spent.items()))
 
 
+def _network(verdict: Verdict) -> str:
+    """The network the coordinator signed at the roll call, with its source's sha256."""
+    coordinator = verdict.ledgers.get(COORDINATOR)
+    entries = coordinator.entries if coordinator is not None else []
+    signed = next((e for e in entries if e.get("kind") == NETWORK), None)
+    if signed is None:
+        return verdict.federation.run.model or "not recorded (the roll call did not complete)"
+    size = "x".join(str(side) for side in signed["input_shape"])
+    return (
+        f"{signed['network']} ({signed['task']}, {size} images, {signed['classes']} classes; "
+        f"source sha256 {signed['source_sha256']})"
+    )
+
+
 def _run_summary(verdict: Verdict) -> dict[str, Any]:
     federation = verdict.federation
     run, privacy = federation.run, federation.privacy
@@ -180,7 +202,7 @@ def _run_summary(verdict: Verdict) -> dict[str, Any]:
         "topology": run.topology if run.strategy == "gossip" else "server-side",
         "rounds": run.rounds,
         "local_epochs": run.local_epochs,
-        "model": run.model,
+        "model": _network(verdict),
         "sites": len(federation.sites),
         "coordinator_country": federation.coordinator_country,
         "dp": (
@@ -253,7 +275,8 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     privacy_rows = [
         [site, f"{report.budgets.get(site, 0):g}",
          *[f"{spent[r]:.3f}" if r in spent else "-" for r in rounds],
-         f"{report.membership[site]:.3f}" if site in report.membership else "-"]
+         f"{report.membership[site]:.3f}" if site in report.membership else "-",
+         _test_score(report.test_scores.get(site, {}))]
         for site, spent in report.privacy.items()
     ]  # fmt: skip
     return [
@@ -272,9 +295,18 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
          ["round", "site", "what", "why"],
          [[str(f["round"]), f["site"], f["what"], f["reason"]] for f in report.failed]),
         ("Privacy budget, epsilon spent after each round, and the privacy measured in fact: "
-         "a membership-inference attack's AUC on the site's last model (0.5: no leak)",
-         ["site", "budget", *[f"round {r}" for r in rounds], "attack AUC"], privacy_rows),
+         "a membership-inference attack's AUC on the site's last model (0.5: no leak), and "
+         "that model's test score (AUC; Dice for segmentation)",
+         ["site", "budget", *[f"round {r}" for r in rounds], "attack AUC", "test score"],
+         privacy_rows),
     ]  # fmt: skip
+
+
+def _test_score(scores: dict[str, float]) -> str:
+    """A site's last test score as the task measures it: Dice for masks, else AUC."""
+    if "dice" in scores:
+        return f"Dice {scores['dice']:.3f}"
+    return f"AUC {scores['auc']:.3f}" if "auc" in scores else "-"
 
 
 def _summary_lines(report: Report) -> list[tuple[str, str]]:

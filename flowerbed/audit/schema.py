@@ -15,6 +15,7 @@ CLOSE = "close"  # the coordinator's last entry: its signed head vouches for the
 FLAGGED = "flagged"  # an honesty check flagged a site
 REFUSED = "refused"  # the egress guard stopped a reply
 APP_REFUSED = "app-refused"  # a site refused to run an app it has not approved
+NETWORK = "network"  # the coordinator's: the network the roll call settled on
 ERROR = "error"  # a site answered with an error
 MISSING = "missing"  # a site did not answer before the deadline
 # Message entries are of the message's own kind: Flower's "train", "evaluate", "query".
@@ -47,10 +48,22 @@ class MessageEntry(TypedDict, total=False):
     sealed_for: list[SealedItem]
     sealed_from: list[SealedItem]
     membership_auc: float
+    test_auc: float  # the site's model on its own test split, classification
+    test_dice: float  # the same, segmentation
 
 
 def genesis_entry(party: str, country: str, public_key: str) -> dict[str, Any]:
     return {"kind": GENESIS, "party": party, "country": country, "public_key": public_key}
+
+
+def network_entry(
+    name: str, source_sha256: str, task: str, input_shape: list[int], classes: int
+) -> dict[str, Any]:
+    """The network every site trains, with the sha256 of the source file that defines it."""
+    return {
+        "kind": NETWORK, "network": name, "source_sha256": source_sha256, "task": task,
+        "input_shape": input_shape, "classes": classes,
+    }  # fmt: skip
 
 
 def close_entry() -> dict[str, Any]:

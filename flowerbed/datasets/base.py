@@ -1,8 +1,10 @@
 """In-memory image sets: what every reader returns and every site trains on.
 
 Images are float32, channels first (N, C, H, W) or (N, C, H, W, D), scaled to
-[0, 1]; labels are int64 class indices (N,). The datasets we serve (MedMNIST,
-small manifests) fit in memory, and arrays make partitioning exact and cheap.
+[0, 1]. Labels say which task the set is for: int64 class indices (N,) for
+classification, or int64 per-voxel labels (N, H, W[, D]) for segmentation,
+one mask per image on the image's own grid. Arrays make partitioning exact
+and cheap.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
+
+from flowerbed.catalogue import CLASSIFICATION, SEGMENTATION
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,21 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def task(self) -> str:
+        """Segmentation when each image has a mask, classification when it has one label."""
+        return SEGMENTATION if self.labels.ndim > 1 else CLASSIFICATION
+
+    def strata(self) -> np.ndarray:
+        """One class per example, for splitting: its label, or its mask's highest label.
+
+        Label-skewed partitions (Dirichlet) need a class per example; for masks
+        the highest label present is the rarest structure the image shows.
+        """
+        if self.task == CLASSIFICATION:
+            return self.labels
+        return self.labels.reshape(len(self.labels), -1).max(axis=1)
 
     def subset(self, indices: np.ndarray) -> ImageSet:
         return ImageSet(self.images[indices], self.labels[indices])
@@ -45,6 +64,10 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
 
+    @property
+    def task(self) -> str:
+        return self.train.task
+
 
 @dataclass(frozen=True)
 class SiteData:
@@ -57,3 +80,7 @@ class SiteData:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
+
+    @property
+    def task(self) -> str:
+        return self.train.task

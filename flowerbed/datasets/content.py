@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowerbed.catalogue import SEGMENTATION
 from flowerbed.datasets.base import Dataset, ImageSet
 from flowerbed.errors import DataError
 
@@ -48,8 +49,13 @@ def _check_images(images: ImageSet, split: str, source: str) -> None:
 
 
 def _check_labels(dataset: Dataset, source: str) -> None:
-    labels = [dataset.train.labels] + ([] if dataset.test is None else [dataset.test.labels])
-    present = np.unique(np.concatenate(labels))
+    splits = [dataset.train] + ([] if dataset.test is None else [dataset.test])
+    if {split.task for split in splits} != {dataset.task}:
+        raise DataError(
+            f"{source}: the training split has {dataset.task} labels but the test split not; "
+            "give both splits class labels, or both masks"
+        )
+    present = np.unique(np.concatenate([np.unique(split.labels) for split in splits]))
     if len(present) and present.min() < 0:
         raise DataError(
             f"{source}: label {int(present.min())} is negative; labels must be class indices 0..K-1"
@@ -62,6 +68,11 @@ def _check_labels(dataset: Dataset, source: str) -> None:
             "from 0 without gaps"
         )
     trained = np.unique(dataset.train.labels)
+    if len(trained) < 2 and dataset.task == SEGMENTATION:
+        raise DataError(
+            f"{source}: every training mask holds label {int(trained[0])} only; a segmentation "
+            "needs masks that mark a structure (label 1 or more) against background 0"
+        )
     if len(trained) < 2:
         only = int(trained[0]) if len(trained) else "none"
         raise DataError(

@@ -1,9 +1,9 @@
 """Turn a data source string into a dataset, and a federation site into its own data.
 
-A source is ``synthetic`` (2D), ``synthetic-3d``, a MedMNIST ``.npz`` or a CSV
-manifest. In simulation the sites that name no data of their own share
-``[data]``: each computes the same seeded partition and keeps its shard, so
-no site ever holds another's examples.
+A source is ``synthetic`` (2D), ``synthetic-3d``, ``synthetic-seg`` (2D),
+``synthetic-seg-3d``, a MedMNIST ``.npz`` or a CSV manifest. In simulation the
+sites that name no data of their own share ``[data]``: each computes the same
+seeded partition and keeps its shard, so no site ever holds another's examples.
 """
 
 from __future__ import annotations
@@ -22,30 +22,50 @@ from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
 from flowerbed.datasets.partition import partition
 from flowerbed.datasets.synthetic import make_synthetic
+from flowerbed.datasets.synthetic_segmentation import make_synthetic_segmentation
 from flowerbed.errors import DataError
 
-# A reader takes (source, number of sites sharing it, seed).
-Reader = Callable[[str, int, int], Dataset]
+# A reader takes (source, number of sites sharing it, seed, image size per axis or None
+# for the source's own).
+Reader = Callable[[str, int, int, int | None], Dataset]
 SYNTHETIC_PER_SITE = 64
-MANIFEST_IMAGE_SIZE = 32
+MANIFEST_IMAGE_SIZE = 32  # the MedMNIST size: a manifest's images are resized to it by default
 
 
-def synthetic_2d(source: str, sites: int, seed: int) -> Dataset:
+def synthetic_2d(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
     n_train = max(1600, SYNTHETIC_PER_SITE * sites)
-    return make_synthetic(2, 28, n_train=n_train, n_test=n_train // 4, seed=seed)
+    return make_synthetic(2, image_size or 28, n_train=n_train, n_test=n_train // 4, seed=seed)
 
 
-def synthetic_3d(source: str, sites: int, seed: int) -> Dataset:
+def synthetic_3d(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
     n_train = max(400, SYNTHETIC_PER_SITE * sites)
-    return make_synthetic(3, 16, n_train=n_train, n_test=n_train // 4, seed=seed)
+    return make_synthetic(3, image_size or 16, n_train=n_train, n_test=n_train // 4, seed=seed)
 
 
-def npz_file(source: str, sites: int, seed: int) -> Dataset:
-    return load_medmnist(Path(source))
+def synthetic_seg_2d(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
+    n_train = max(1600, SYNTHETIC_PER_SITE * sites)
+    return make_synthetic_segmentation(2, image_size or 32, n_train, n_train // 4, seed)
 
 
-def csv_manifest(source: str, sites: int, seed: int) -> Dataset:
-    return load_manifest(Path(source), MANIFEST_IMAGE_SIZE)
+def synthetic_seg_3d(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
+    n_train = max(400, SYNTHETIC_PER_SITE * sites)
+    return make_synthetic_segmentation(3, image_size or 16, n_train, n_train // 4, seed)
+
+
+def npz_file(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
+    dataset = load_medmnist(Path(source))
+    native = dataset.sample_shape[1]
+    if image_size is not None and image_size != native:
+        raise DataError(
+            f"{source}: MedMNIST files come at one size ({native} px), not {image_size}; "
+            f"drop --image-size or use the release file of size {image_size} (e.g. _{image_size}"
+            ".npz)"
+        )
+    return dataset
+
+
+def csv_manifest(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
+    return load_manifest(Path(source), image_size or MANIFEST_IMAGE_SIZE)
 
 
 def source_kind(source: str) -> str:
@@ -56,33 +76,35 @@ def source_kind(source: str) -> str:
     if suffix in READERS:
         return suffix
     raise DataError(
-        f"{source}: unknown data source; use synthetic, synthetic-3d, a MedMNIST .npz "
-        "or a CSV manifest (path,label)"
+        f"{source}: unknown data source; use synthetic, synthetic-3d, synthetic-seg, "
+        "synthetic-seg-3d, a MedMNIST .npz or a CSV manifest (path,label or path,mask)"
     )
 
 
 @lru_cache(maxsize=4)
-def load_dataset(source: str, sites: int = 1, seed: int = 0) -> Dataset:
+def load_dataset(
+    source: str, sites: int = 1, seed: int = 0, image_size: int | None = None
+) -> Dataset:
     """Read ``source`` once per process (sites of one simulation share a worker), checked.
 
     Every entry point (simulate, site init and launch, the roll call) reads through
     here, so data that cannot be trained on is refused before anything starts.
     """
     reader: Reader = READERS.get(source_kind(source))
-    dataset = reader(source, sites, seed)
+    dataset = reader(source, sites, seed, image_size)
     check_content(dataset, source)
     return dataset
 
 
 @lru_cache(maxsize=4)
 def _shares(
-    source: str, sites: int, scheme: str, alpha: float, seed: int
+    source: str, sites: int, scheme: str, alpha: float, seed: int, image_size: int | None
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    dataset = load_dataset(source, sites, seed)
-    train_parts = partition(dataset.train.labels, sites, scheme, alpha, seed)
+    dataset = load_dataset(source, sites, seed, image_size)
+    train_parts = partition(dataset.train.strata(), sites, scheme, alpha, seed)
     test_parts = None
     if dataset.test is not None:
-        test_parts = partition(dataset.test.labels, sites, "iid", alpha, seed + 1)
+        test_parts = partition(dataset.test.strata(), sites, "iid", alpha, seed + 1)
     return train_parts, test_parts
 
 
@@ -101,16 +123,16 @@ def forget_loaded_data() -> None:
 def site_data(federation: Federation, site: SiteSettings) -> SiteData:
     """The data ``site`` trains and evaluates on, with its own held-out test split."""
     seed = federation.run.seed
+    spec = federation.data
     if site.data is not None:
-        dataset = load_dataset(site.data, 1, seed)
+        dataset = load_dataset(site.data, 1, seed, spec.image_size)
         train, test = dataset.train, dataset.test
     else:
         shared = federation.shared_sites()
         position = [s.name for s in shared].index(site.name)
-        spec = federation.data
-        dataset = load_dataset(spec.source, len(shared), seed)
+        dataset = load_dataset(spec.source, len(shared), seed, spec.image_size)
         train_parts, test_parts = _shares(
-            spec.source, len(shared), spec.partition, spec.alpha, seed
+            spec.source, len(shared), spec.partition, spec.alpha, seed, spec.image_size
         )
         train = dataset.train.subset(train_parts[position])
         test = None if test_parts is None else dataset.test.subset(test_parts[position])

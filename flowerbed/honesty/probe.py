@@ -21,14 +21,14 @@ from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
 
 PROBE_SIZE = 8
-PROBE_SIDE = 32  # every factory network takes 32 per axis (DenseNet121 needs at least that)
 DECIMALS = 2
 
 
 def probe_batch(spec: ModelSpec, seed: int) -> torch.Tensor:
-    """``PROBE_SIZE`` public inputs for ``spec``'s network, from ``seed`` alone."""
+    """``PROBE_SIZE`` public inputs for ``spec``'s network, from ``seed`` alone, in the shape
+    of the sites' images (``spec.input_shape``): the size the network is made for."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (PROBE_SIZE, spec.in_channels, *[PROBE_SIDE] * spec.spatial_dims)
+    shape = (PROBE_SIZE, spec.in_channels, *spec.input_shape)
     return torch.rand(shape, generator=generator)
 
 

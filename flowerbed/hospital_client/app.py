@@ -61,7 +61,7 @@ def make_client_app(
     @app.query(R.IDENTITY_QUERY)
     def _identity(msg: Message, context: Context) -> Message:
         federation, site = site_of(context)
-        return Message(roll_call_answer(context, federation, site), reply_to=msg)
+        return Message(roll_call_answer(context, federation, site, msg.content), reply_to=msg)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

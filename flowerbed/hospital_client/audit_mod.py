@@ -46,12 +46,26 @@ def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger
     return Ledger.open(path, site.name, site.country, ledger_key(context), durable=durable)
 
 
-def _membership(content: RecordDict) -> dict[str, float]:
-    """The membership-attack AUC a reply declares, for the ledger (and so the report)."""
+# What a reply's test scores put in the ledger entry (and so in the report): the leak
+# measured, and the model's test AUC (classification) or Dice (segmentation).
+LEDGERED_TEST_SCORES = {
+    R.MEMBERSHIP_AUC: "membership_auc",
+    R.AUC: "test_auc",
+    R.DICE: "test_dice",
+}
+
+
+def _test_scores(content: RecordDict) -> dict[str, float]:
+    """The finite test scores a reply declares, from the record that scored the test split
+    (the one holding the membership attack's AUC)."""
     for metrics in content.metric_records.values():
-        value = metrics.get(R.MEMBERSHIP_AUC)
-        if value is not None and not math.isnan(float(value)):
-            return {"membership_auc": float(value)}
+        if R.MEMBERSHIP_AUC not in metrics:
+            continue
+        return {
+            field: float(metrics[key])
+            for key, field in LEDGERED_TEST_SCORES.items()
+            if key in metrics and not math.isnan(float(metrics[key]))
+        }
     return {}
 
 
@@ -78,7 +92,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
             sealed_from=sealed_list(msg.content.config_records.get(R.INBOX)),
         )  # fmt: skip
         try:
-            check_inbound(msg)
+            check_inbound(msg, federation)
             reply = call_next(msg, context)
             if reply.has_error():
                 return reply
@@ -96,7 +110,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
         entry = record(
             reply.content, "out", True,
             sealed_for=sealed_list(reply.content.config_records.get(R.SEALED), countries),
-            **_membership(reply.content),
+            **_test_scores(reply.content),
         )  # fmt: skip
         if entry is not None:
             attach_head(reply.content, ledger, entry)

@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from flowerbed.audit.residency import ResidencyPolicy
+from flowerbed.catalogue import TASKS
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import FlowerbedError
 from flowerbed.honesty import reasons
@@ -58,15 +59,23 @@ def _spec(instruction: Message) -> ModelSpec | None:
     return ModelSpec.from_config(config)
 
 
-def check_inbound(instruction: Message) -> None:
-    """Refuse an instruction holding records this site does not know."""
+def check_inbound(instruction: Message, federation: Federation) -> None:
+    """Refuse an instruction holding records this site does not know, or naming a network
+    this site does not build (an own network its config does not name: building it would
+    run code the coordinator chose)."""
     for name, record in instruction.content.items():
         expected = INBOUND.get(name)
         if expected is None or not isinstance(record, expected):
             raise EgressRefused(f"inbound record {name!r} is not one a site accepts; refused")
+    spec = _spec(instruction)
+    if spec is not None and not federation.builds(spec.name):
+        raise EgressRefused(
+            f"inbound: network {spec.name!r} is not built in and this site's config does not "
+            "name it; refused"
+        )
     arrays = instruction.content.array_records.get(R.ARRAYS)
     if arrays is not None:
-        _check_parameters(arrays, _spec(instruction), "inbound")
+        _check_parameters(arrays, spec, "inbound")
 
 
 def check_outbound(
@@ -132,13 +141,16 @@ def _metric_problems(name: str, record: MetricRecord) -> Iterator[str]:
 
 def _probe_problems(record: ConfigRecord) -> Iterator[str]:
     """A probe answer is one SHA-256 digest and at most a sketch of the model, nothing else."""
-    digest = record.get(R.PROBE_DIGEST)
-    if not set(record.keys()) <= {R.PROBE_DIGEST, R.PROBE_SKETCH} or not (
-        isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+    if not set(record.keys()) <= {R.PROBE_DIGEST, R.PROBE_SKETCH} or not _is_sha256(
+        record.get(R.PROBE_DIGEST)
     ):
         yield "probe answer is not a single sha256 digest"
     if R.PROBE_SKETCH in record and valid_sketch(record[R.PROBE_SKETCH]) is None:
         yield f"probe sketch is not {SKETCH_SIZE} finite numbers"
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
 
 
 def _flag_problems(record: ConfigRecord, instruction: Message) -> Iterator[str]:
@@ -169,6 +181,10 @@ def _site_problems(record: ConfigRecord, site: SiteSettings) -> Iterator[str]:
             yield "site record's sample shape is not a short list of sizes"
         elif key == R.SITE_CLASSES and not isinstance(value, int):
             yield "site record's class count is not a number"
+        elif key == R.SITE_TASK and value not in TASKS:
+            yield "site record's task is not classification or segmentation"
+        elif key == R.SITE_NETWORK_CODE and not _is_sha256(value):
+            yield "site record's network code is not a sha256 digest"
 
 
 def _sealed_problems(

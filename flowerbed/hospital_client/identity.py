@@ -20,11 +20,13 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, RecordDict
 
+from flowerbed.catalogue import is_own_network
 from flowerbed.config import Federation, SiteSettings, load_federation
 from flowerbed.datasets.source import site_data
-from flowerbed.errors import ConfigError
+from flowerbed.errors import ConfigError, ModelError
 from flowerbed.hospital_client.keys import sealing_keys
 from flowerbed.hospital_client.site_folder import deployed_site
+from flowerbed.models.factory import network_code
 from flowerbed.protocol import records as R
 
 PARTITION_ID = "partition-id"
@@ -63,12 +65,43 @@ def site_record(site: SiteSettings) -> ConfigRecord:
     return ConfigRecord({R.SITE_NAME: site.name, R.SITE_COUNTRY: site.country})
 
 
-def roll_call_answer(context: Context, federation: Federation, site: SiteSettings) -> RecordDict:
+def roll_call_answer(
+    context: Context, federation: Federation, site: SiteSettings, query: RecordDict
+) -> RecordDict:
     """The roll-call answer: name, country, public key (what the relay forwards to this
-    site's neighbours) and the kind of images it holds (so one model fits every site)."""
+    site's neighbours) and the kind of images it holds (so one model fits every site).
+
+    A query that names an own network (``package.module:function``) carries the
+    sha256 of the coordinator's copy of its source; the site answers only if
+    its own file names the same network and its copy has the same hash
+    (``ModelError`` otherwise), so no site trains code the others do not.
+    """
     data = site_data(federation, site)
     record = site_record(site)
     record[R.SITE_PUBLIC_KEY] = sealing_keys(context).public_bytes()
     record[R.SITE_SAMPLE_SHAPE] = [int(d) for d in data.sample_shape]
     record[R.SITE_CLASSES] = int(data.num_classes)
+    record[R.SITE_TASK] = data.task
+    asked = query.config_records.get(R.CONFIG, ConfigRecord())
+    network = str(asked.get(R.NETWORK_QUERY, ""))
+    if is_own_network(network):
+        record[R.SITE_NETWORK_CODE] = own_network_code(
+            federation, network, str(asked.get(R.SITE_NETWORK_CODE, ""))
+        )
     return RecordDict({R.SITE: record})
+
+
+def own_network_code(federation: Federation, network: str, expected: str) -> str:
+    """This site's sha256 of ``network``'s source if it matches ``expected``; else why not."""
+    if not federation.builds(network):
+        raise ModelError(
+            f"the run trains network {network}, which this site's own config does not name; "
+            f'add network = "{network}" to [policy] in site.toml if you run that code'
+        )
+    own = network_code(network)
+    if own != expected:
+        raise ModelError(
+            f"network {network}: this site's source (sha256 {own[:12]}) differs from the "
+            f"coordinator's ({expected[:12]}); install the same version at every site"
+        )
+    return own

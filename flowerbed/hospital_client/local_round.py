@@ -83,7 +83,7 @@ def site_turn(
         return model.state_dict(), metrics
 
     def idle() -> MetricRecord:
-        nothing = Scores(0, float("nan"), float("nan"), float("nan"))
+        nothing = Scores(0, float("nan"), float("nan"), float("nan"), float("nan"))
         return metrics_of(nothing, spent(context, federation), federation.budget_of(site))
 
     return SiteTurn(int(config[R.SERVER_ROUND]), received, data, trained, idle)
@@ -179,6 +179,7 @@ def metrics_of(scores: Scores, epsilon: float, budget: float) -> MetricRecord:
             R.LOSS: scores.loss,
             R.AUC: scores.auc,
             R.ACCURACY: scores.accuracy,
+            R.DICE: scores.dice,
             R.EPSILON: epsilon,
             R.EPSILON_BUDGET: budget,
         }

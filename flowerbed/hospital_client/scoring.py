@@ -1,12 +1,23 @@
-"""Loss, ROC AUC and accuracy from a model's logits, for any number of classes."""
+"""Loss and scores from a model's outputs: AUC and accuracy for classes, Dice for masks.
+
+Outputs arrive batch by batch (while training, while evaluating); a tally
+keeps what its task's scores need and no more. A classification tally keeps
+the logits (AUC ranks all of them at once; they are a few numbers per
+image); a segmentation tally keeps per-image numbers only, since a batch of
+per-voxel logits is the size of the images.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from monai.metrics import compute_roc_auc
+from monai.metrics import DiceMetric, compute_roc_auc
 from torch.nn import functional as F
+
+from flowerbed.catalogue import SEGMENTATION
+
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -15,6 +26,93 @@ class Scores:
     loss: float
     auc: float
     accuracy: float
+    dice: float = NAN
+
+
+class ClassificationTally:
+    """Logits and labels of every example seen: mean cross-entropy, AUC, accuracy."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self._logits: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self._logits.append(logits.detach())
+        self._labels.append(labels)
+
+    def _all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._labels:
+            return torch.empty(0, self.num_classes), torch.empty(0, dtype=torch.int64)
+        return torch.cat(self._logits), torch.cat(self._labels)
+
+    def losses(self) -> torch.Tensor:
+        """Each example's cross-entropy: what a membership attack thresholds."""
+        return F.cross_entropy(*self._all(), reduction="none")
+
+    def operating_point(self) -> float:
+        return operating_point(*self._all()) if self.num_classes == 2 else 0.5
+
+    def scores(self, threshold: float = 0.5) -> Scores:
+        return score(*self._all(), self.num_classes, threshold)
+
+
+@dataclass
+class SegmentationTally:
+    """Per image: cross-entropy over its voxels, Dice per foreground class; voxel accuracy.
+
+    Dice is MONAI's ``DiceMetric`` on the argmax prediction, background excluded;
+    an image whose mask lacks a class does not count for that class (MONAI's
+    ``ignore_empty``). The score is the mean over foreground classes of each
+    class's mean over images.
+    """
+
+    num_classes: int
+    _losses: list[torch.Tensor] = field(default_factory=list)
+    _dice: list[torch.Tensor] = field(default_factory=list)
+    _correct: int = 0
+    _voxels: int = 0
+
+    def add(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        logits = logits.detach()
+        per_voxel = F.cross_entropy(logits, masks, reduction="none")
+        self._losses.append(per_voxel.reshape(len(masks), -1).mean(dim=1))
+        predicted = logits.argmax(dim=1)
+        self._correct += int((predicted == masks).sum())
+        self._voxels += masks.numel()
+        metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+        self._dice.append(
+            metric(_one_hot(predicted, self.num_classes), _one_hot(masks, self.num_classes))
+        )
+
+    def losses(self) -> torch.Tensor:
+        return torch.cat(self._losses) if self._losses else torch.empty(0)
+
+    def operating_point(self) -> float:
+        return 0.5  # a voxel's class is its argmax; there is no threshold to choose
+
+    def scores(self, threshold: float = 0.5) -> Scores:
+        losses = self.losses()
+        if len(losses) == 0:
+            return Scores(0, NAN, NAN, NAN, NAN)
+        per_class = torch.nanmean(torch.cat(self._dice), dim=0)
+        dice = float(torch.nanmean(per_class)) if not per_class.isnan().all() else NAN
+        accuracy = self._correct / self._voxels
+        return Scores(len(losses), float(losses.mean()), NAN, accuracy, dice)
+
+
+Tally = ClassificationTally | SegmentationTally
+
+
+def tally_for(task: str, num_classes: int) -> Tally:
+    if task == SEGMENTATION:
+        return SegmentationTally(num_classes)
+    return ClassificationTally(num_classes)
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, *spatial) labels -> (B, C, *spatial) one-hot, MONAI's layout."""
+    return F.one_hot(labels, num_classes).movedim(-1, 1)
 
 
 def score(
@@ -28,13 +126,13 @@ def score(
     a site with a one-class test split must not report a made-up number.
     """
     if len(labels) == 0:
-        return Scores(0, float("nan"), float("nan"), float("nan"))
+        return Scores(0, NAN, NAN, NAN)
     loss = F.cross_entropy(logits, labels).item()
     probs = torch.softmax(logits, dim=1)
     predicted = (probs[:, 1] >= threshold).long() if num_classes == 2 else probs.argmax(dim=1)
     accuracy = (predicted == labels).float().mean().item()
     if labels.unique().numel() < 2:
-        auc = float("nan")
+        auc = NAN
     elif num_classes == 2:
         auc = float(compute_roc_auc(probs[:, 1], labels))
     else:

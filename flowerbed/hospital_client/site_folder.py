@@ -2,7 +2,7 @@
 
 Layout (``flowerbed site init`` writes it, every file mode 0600, folders 0700)::
 
-    SITE_DIR/site.toml              name, country, data, budget, policy, approved apps
+    SITE_DIR/site.toml              name, country, data, budget, policy, approved apps, network
     SITE_DIR/keys/ledger.pem        Ed25519: signs the ledger heads that leave the site
     SITE_DIR/keys/sealing.pem       X25519: opens gossip payloads sealed for this site
     SITE_DIR/keys/supernode.pem     ECDSA P-384: Flower authenticates the SuperNode with it
@@ -32,10 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import Context
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flowerbed.catalogue import check_network
 from flowerbed.config import (
     CoordinatorSettings,
+    DataSettings,
     Federation,
     PrivacySettings,
+    RunSettings,
     SiteSettings,
     country_code,
     one_line,
@@ -68,6 +71,16 @@ class SitePolicy(BaseModel):
     approved_apps: list[str] = Field(
         default_factory=list, description="sha256 of the Flower app bundles this site runs"
     )
+    network: str | None = Field(
+        None,
+        description="this site's own network (package.module:function), built when the "
+        "coordinator names it; built-in networks need no entry",
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _network_name(cls, name: str | None) -> str | None:
+        return name if name is None else check_network(name)
 
     @field_validator("send_to", mode="before")
     @classmethod
@@ -92,6 +105,7 @@ class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     site: SiteSettings
+    data: DataSettings = DataSettings()
     privacy: PrivacySettings = PrivacySettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
     policy: SitePolicy = SitePolicy()
@@ -101,6 +115,8 @@ class SiteConfig(BaseModel):
         send_to = self.policy.send_to
         return Federation(
             sites=[self.site],
+            data=self.data,
+            run=RunSettings(model=self.policy.network),
             privacy=self.privacy,
             coordinator=self.coordinator,
             residency={} if send_to is None else {self.site.country: send_to},

@@ -6,9 +6,10 @@ in stock MONAI networks break that, two of them only at run time:
 * BatchNorm mixes samples in a batch: ``ModuleValidator.fix`` swaps it for GroupNorm.
 * In-place activations (``ReLU(inplace=True)``) overwrite the activations a hook
   saved: every ``inplace`` flag is switched off.
-* MONAI's ResNet blocks add the residual in place (``out += residual``) and their
-  constructor does not pass ``act``/``norm`` down: the blocks are swapped for
-  subclasses whose forward adds out of place.
+* MONAI's ResNet blocks and SegResNet's ``ResBlock`` add the residual in place
+  (``out += residual``; the ResNet's constructor does not even pass
+  ``act``/``norm`` down): the blocks are swapped for subclasses whose forward
+  adds out of place.
 
 ``preflight`` then runs one real per-sample-gradient pass on two random
 samples, so anything else that breaks is reported before training starts.
@@ -19,12 +20,15 @@ from __future__ import annotations
 import copy
 
 import torch
+from monai.networks.blocks.segresnet_block import ResBlock
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from flowerbed.catalogue import SEGMENTATION
 from flowerbed.errors import ModelError
+from flowerbed.protocol.model_spec import ModelSpec
 
 
 class _OutOfPlaceResNetBlock(ResNetBlock):
@@ -48,9 +52,19 @@ class _OutOfPlaceResNetBottleneck(ResNetBottleneck):
         return self.act(out + residual)
 
 
+class _OutOfPlaceSegResBlock(ResBlock):
+    """SegResNet's residual block, residual added out of place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(self.act(self.norm1(x)))
+        out = self.conv2(self.act(self.norm2(out)))
+        return out + x
+
+
 _OUT_OF_PLACE: dict[type[nn.Module], type[nn.Module]] = {
     ResNetBlock: _OutOfPlaceResNetBlock,
     ResNetBottleneck: _OutOfPlaceResNetBottleneck,
+    ResBlock: _OutOfPlaceSegResBlock,
 }
 
 
@@ -101,4 +115,32 @@ def preflight(model: nn.Module, sample_shape: tuple[int, ...]) -> None:
         raise ModelError(
             f"{type(model).__name__}: Opacus computes no per-sample gradient for "
             f"{', '.join(missing[:3])}; freeze these parameters or use another network"
+        )
+
+
+@torch.no_grad()
+def check_fits(model: nn.Module, spec: ModelSpec, task: str) -> None:
+    """``ModelError`` unless ``model`` maps ``spec``'s images to what ``task`` scores.
+
+    A classifier gives (batch, classes); a segmentation network (batch, classes,
+    *the image's own grid*). A network of the wrong kind would otherwise fail in
+    every site's first round with a shape error deep in the loss.
+    """
+    sample = torch.rand(2, spec.in_channels, *spec.input_shape)
+    expected = (2, spec.out_channels) + (spec.input_shape if task == SEGMENTATION else ())
+    try:
+        shape = tuple(model.eval()(sample).shape)
+    except (RuntimeError, ValueError) as err:
+        reason = str(err).splitlines()[0][:200]
+        raise ModelError(
+            f"network {spec.name} cannot run on images of shape {list(sample.shape[1:])} "
+            f"({reason}); pick another network or --image-size"
+        ) from None
+    finally:
+        model.train()
+    if shape != expected:
+        kind = "a segmentation network such as unet" if task == SEGMENTATION else "a classifier"
+        raise ModelError(
+            f"network {spec.name} gives outputs of shape {list(shape)} but {task} of these "
+            f"images needs {list(expected)}; use {kind}"
         )

@@ -46,6 +46,7 @@ MODEL = "model"
 SPATIAL_DIMS = "spatial-dims"
 IN_CHANNELS = "in-channels"
 OUT_CHANNELS = "out-channels"
+INPUT_SHAPE = "input-shape"  # one image's spatial size: what the honesty probe feeds
 
 # The sender's signed ledger head, attached to every message (see flowerbed.audit.ledger).
 LEDGER_HEAD = "ledger-head"
@@ -56,12 +57,16 @@ SITE_COUNTRY = "country"
 SITE_PUBLIC_KEY = "x25519-public-key"
 SITE_SAMPLE_SHAPE = "sample-shape"  # identity only: channels and spatial size of one image
 SITE_CLASSES = "classes"  # identity only: how many classes its labels have
+SITE_TASK = "task"  # identity only: "classification" or "segmentation"
+SITE_NETWORK_CODE = "network-code"  # identity only: sha256 of its network's source file
+NETWORK_QUERY = "network"  # roll-call config: the network the run will train
 
 # MetricRecord keys: the only metrics a site declares.
 NUM_EXAMPLES = "num-examples"
 LOSS = "loss"
 AUC = "auc"
 ACCURACY = "accuracy"
+DICE = "dice"  # segmentation: mean Dice over foreground classes
 EPSILON = "epsilon"
 EPSILON_BUDGET = "epsilon-budget"
 BUDGET_EXHAUSTED = "budget-exhausted"
@@ -76,6 +81,7 @@ DECLARED_METRICS = frozenset(
         LOSS,
         AUC,
         ACCURACY,
+        DICE,
         EPSILON,
         EPSILON_BUDGET,
         BUDGET_EXHAUSTED,
@@ -84,7 +90,17 @@ DECLARED_METRICS = frozenset(
         REJECTED_PAYLOADS,
     }
 )
-SITE_KEYS = frozenset({SITE_NAME, SITE_COUNTRY, SITE_PUBLIC_KEY, SITE_SAMPLE_SHAPE, SITE_CLASSES})
+SITE_KEYS = frozenset(
+    {
+        SITE_NAME,
+        SITE_COUNTRY,
+        SITE_PUBLIC_KEY,
+        SITE_SAMPLE_SHAPE,
+        SITE_CLASSES,
+        SITE_TASK,
+        SITE_NETWORK_CODE,
+    }
+)
 # Records an instruction may hold: the parameters (an ArrayRecord) and config records.
 INBOUND_RECORDS = (
     CONFIG,

@@ -28,6 +28,7 @@ class SiteRow:
     loss: float
     auc: float
     accuracy: float
+    dice: float  # segmentation: mean Dice over foreground classes (NaN for classification)
     epsilon: float
     epsilon_budget: float
     status: str  # "ok"; "refused": its budget could not pay; "failed": no usable answer
@@ -53,6 +54,7 @@ class SiteRow:
             loss=float(metrics.get(R.LOSS, NAN)),
             auc=float(metrics.get(R.AUC, NAN)),
             accuracy=float(metrics.get(R.ACCURACY, NAN)),
+            dice=float(metrics.get(R.DICE, NAN)),
             epsilon=float(metrics[R.EPSILON]),
             epsilon_budget=float(metrics[R.EPSILON_BUDGET]),
             status="refused" if refused else "ok",
@@ -66,7 +68,7 @@ class SiteRow:
         """The row of a site that failed or did not answer: no scores, its error."""
         return cls(
             round=server_round, site=site, country=country, split=split, num_examples=0,
-            loss=NAN, auc=NAN, accuracy=NAN, epsilon=NAN, epsilon_budget=NAN,
+            loss=NAN, auc=NAN, accuracy=NAN, dice=NAN, epsilon=NAN, epsilon_budget=NAN,
             status="failed", bytes_sent=0, disagreement=NAN, membership_auc=NAN, error=error,
         )  # fmt: skip
 

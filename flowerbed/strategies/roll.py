@@ -15,6 +15,7 @@ class Roll:
     node_ids: list[int]
     public_keys: list[bytes]
     spec: ModelSpec
+    task: str  # what the sites' data are for: ``catalogue.CLASSIFICATION`` or ``SEGMENTATION``
 
     def name_of(self, node_id: int) -> str:
         """The site behind a node id (its node id if it never answered the roll call)."""

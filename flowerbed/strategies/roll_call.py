@@ -16,12 +16,14 @@ from __future__ import annotations
 import time
 from logging import INFO
 
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from flowerbed.catalogue import CLASSIFICATION, is_own_network
 from flowerbed.config import Federation
 from flowerbed.errors import RunStopped
+from flowerbed.models.factory import network_code
 from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.strategies.attendance import why_failed
@@ -58,10 +60,10 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
             raise RunStopped(f"only {len(node_ids)} of {len(names)} sites connected in time")
         time.sleep(CONNECT_POLL_S)
     queries = [
-        grid.create_message(RecordDict(), f"query.{R.IDENTITY_QUERY}", node, "identity")
+        grid.create_message(_query(federation), f"query.{R.IDENTITY_QUERY}", node, "identity")
         for node in node_ids
     ]
-    answers: dict[str, tuple[int, bytes, tuple[int, ...], int]] = {}
+    answers: dict[str, tuple[int, bytes, tuple[int, ...], int, str]] = {}
     site_errors: dict[str, str] = {}  # site -> its own one-line error
     refusals: list[str] = []  # Flower's errors: an unapproved app, a node gone
     for reply in grid.send_and_receive(queries, timeout=timeout):
@@ -81,16 +83,23 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
             bytes(site[R.SITE_PUBLIC_KEY]),
             tuple(int(d) for d in site[R.SITE_SAMPLE_SHAPE]),
             int(site[R.SITE_CLASSES]),
+            str(site.get(R.SITE_TASK, CLASSIFICATION)),
         )
     silent = [name for name in names if name not in answers and name not in site_errors]
     if site_errors or silent:
         raise RunStopped(_roll_call_failure(site_errors, silent, refusals))
-    return Roll(
-        names,
-        [answers[n][0] for n in names],
-        [answers[n][1] for n in names],
-        _common_spec(federation.run.model, {n: answers[n][2:] for n in names}),
-    )
+    spec, task = _common_spec(federation, {n: answers[n][2:] for n in names})
+    return Roll(names, [answers[n][0] for n in names], [answers[n][1] for n in names], spec, task)
+
+
+def _query(federation: Federation) -> RecordDict:
+    """The roll-call question; it names an own network and the hash of its source, which
+    every site must match (``hospital_client.identity.own_network_code``)."""
+    network = federation.run.model
+    if network is None or not is_own_network(network):
+        return RecordDict()
+    asked = {R.NETWORK_QUERY: network, R.SITE_NETWORK_CODE: network_code(network)}
+    return RecordDict({R.CONFIG: ConfigRecord(asked)})
 
 
 def _roll_call_failure(site_errors: dict[str, str], silent: list[str], refusals: list[str]) -> str:
@@ -120,17 +129,19 @@ def _listed(federation: Federation, name: str, country: str) -> bool:
     return True
 
 
-def _common_spec(model: str, data: dict[str, tuple[tuple[int, ...], int]]) -> ModelSpec:
-    """One model for every site: same channels, spatial dims and classes, or a clear stop."""
-    kinds = {(len(shape) - 1, shape[0], classes): name for name, (shape, classes) in data.items()}
+def _common_spec(
+    federation: Federation, data: dict[str, tuple[tuple[int, ...], int, str]]
+) -> tuple[ModelSpec, str]:
+    """One model and task for every site: same task, image shape and classes, or a stop."""
+    kinds = {value: name for name, value in data.items()}
     if len(kinds) > 1:
         described = "; ".join(
-            f"{name}: {dims}D, {channels} channel(s), {classes} classes"
-            for (dims, channels, classes), name in kinds.items()
+            f"{name}: {task}, images {list(shape)}, {classes} classes"
+            for (shape, classes, task), name in kinds.items()
         )
         raise RunStopped(
             f"the sites' images do not fit one model ({described}); give every site data of "
-            "the same kind"
+            "the same kind and size (--image-size / [data] image_size)"
         )
-    (dims, channels, classes), _ = next(iter(kinds.items()))
-    return ModelSpec(model, spatial_dims=dims, in_channels=channels, out_channels=classes)
+    (shape, classes, task), _ = next(iter(kinds.items()))
+    return ModelSpec.for_images(federation.network_for(task), shape, classes), task
