@@ -60,7 +60,8 @@ def simulate(
     model: Annotated[
         str | None,
         typer.Option(
-            help=f"{MODELS.choices()} (default: small-cnn-dp under DP, small-cnn without)"
+            help=f"{MODELS.choices()}, or your own package.module:function (default: "
+            "small-cnn-dp under DP, small-cnn without, unet for segmentation)"
         ),
     ] = None,
     strategy: Annotated[
@@ -82,6 +83,14 @@ def simulate(
     sites: Annotated[int | None, typer.Option(help="split the data across N default sites")] = None,
     partition: Annotated[str | None, typer.Option(help=PARTITIONERS.choices())] = None,
     alpha: Annotated[float | None, typer.Option(help="skew for dirichlet / quantity")] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="pixels per axis images are brought to (default: the data's own)"),
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option("--augment/--no-augment", help="training-time flips, rotations, jitter"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/latest"),
 ) -> None:
     """Train a federation in Flower's simulation engine and write the run folder."""
@@ -97,7 +106,9 @@ def simulate(
             local_epochs=local_epochs,
             seed=seed,
         ),
-        "data": _given(source=data, partition=partition, alpha=alpha),
+        "data": _given(
+            source=data, partition=partition, alpha=alpha, image_size=image_size, augment=augment
+        ),
         "privacy": _given(epsilon=epsilon, enabled=False if no_dp else None),
     }
     if sites is not None:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from flowerbed.config import (
     CoordinatorSettings,
+    DataSettings,
     PrivacySettings,
     SiteSettings,
     load_federation,
@@ -67,6 +68,16 @@ def site_init(
     approve: Annotated[
         list[str] | None, typer.Option(help="sha256 of an app bundle this site runs (repeat)")
     ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="pixels per axis (default: the data's own; 32 manifests)")
+    ] = None,
+    augment: Annotated[
+        bool, typer.Option("--augment", help="flips, small rotations, intensity jitter")
+    ] = False,
+    network: Annotated[
+        str | None,
+        typer.Option(help="this site's own network, package.module:function, if the run uses one"),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="site folder to create (default: ./NAME)")
     ] = None,
@@ -83,7 +94,10 @@ def site_init(
         coordinator=_validated(
             CoordinatorSettings, country=coordinator_country or settings.country
         ),
-        policy=_validated(SitePolicy, send_to=send_to, approved_apps=approve or []),
+        data=_validated(DataSettings, image_size=image_size, augment=augment),
+        policy=_validated(
+            SitePolicy, send_to=send_to, approved_apps=approve or [], network=network
+        ),
     )
     data_summary = describe_site_data(SiteFolder(Path(), config))
     folder = create_site_folder(out or Path(name), config)
@@ -123,8 +137,12 @@ def site_approve(
     """Approve an app bundle: this site's SuperNode will run it."""
     folder = SiteFolder.load(site_file)
     approved = [*folder.config.policy.approved_apps, app.strip().lower()]
+    policy = folder.config.policy
     folder.config.policy = _validated(
-        SitePolicy, send_to=folder.config.policy.send_to, approved_apps=sorted(set(approved))
+        SitePolicy,
+        send_to=policy.send_to,
+        approved_apps=sorted(set(approved)),
+        network=policy.network,
     )
     folder.save()
     console.print(f"{site_file}: approved app {app.strip().lower()}")

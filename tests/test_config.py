@@ -71,7 +71,7 @@ def test_an_own_network_is_named_as_module_function_and_nothing_else():
     assert chosen.network_for("segmentation") == "hospital_nets.unet:build"
     assert chosen.builds("hospital_nets.unet:build") and chosen.builds("unet")
     assert not chosen.builds("os:system")
-    with pytest.raises(ConfigError, match="package.module:function"):
+    with pytest.raises(ConfigError, match=r"package\.module:function"):
         load_federation(None, {"run": {"model": "not a network"}})
 
 

@@ -20,7 +20,6 @@ from flowerbed.privacy.accounting import PrivacyAccount
 from flowerbed.privacy.per_sample import install_layout_safe_conv_sampler
 from flowerbed.protocol.model_spec import ModelSpec
 
-
 SEGMENTATION_NETWORKS = ("unet", "segresnet")
 
 
