@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from report import write_table
 
+from flowerbed.catalogue import SEGMENTATION
 from flowerbed.config import Federation, load_federation
 from flowerbed.datasets.source import load_dataset, site_data
 from flowerbed.hospital_client.training import (
@@ -63,8 +64,8 @@ def alone(
     train_set, test_sets: list, fed: Federation, epochs: int, seed: int
 ) -> tuple[float, float]:
     """One model trained on ``train_set`` only, the way a site would without a federation;
-    its mean test AUC and accuracy over ``test_sets``, each at its operating point chosen on
-    ``train_set``."""
+    its mean test AUC (Dice for segmentation) and accuracy over ``test_sets``, each at its
+    operating point chosen on ``train_set``."""
     torch.manual_seed(seed)
     task = train_set.task
     spec = ModelSpec.for_images(fed.network_for(task), train_set.images.shape[1:], 2)
@@ -83,7 +84,8 @@ def alone(
         plan = TrainPlan(1, fed.run.batch_size, rate, optimizer=fed.run.optimizer, dp=dp)
         train(model, train_set, 2, plan, account, seed * 1000 + epoch)
     scores = [evaluate(model, test, 2, calibration=train_set)[0] for test in test_sets]
-    return statistics.mean(s.auc for s in scores), statistics.mean(s.accuracy for s in scores)
+    main_score = [s.dice if task == SEGMENTATION else s.auc for s in scores]
+    return statistics.mean(main_score), statistics.mean(s.accuracy for s in scores)
 
 
 def pooled(dp: bool, rounds: int, seed: int) -> tuple[float, float]:
