@@ -8,12 +8,13 @@ at 64 x 64 and 3D at 32 per axis, SegResNet 2D at 64 x 64, on DiceCE like
 flowerbed's own training), through a bare PyTorch loop (plain: the network,
 SGD, nothing else), through flowerbed's own ``train`` with and without DP,
 and through a bare Opacus loop (PrivacyEngine.make_private, nothing of
-flowerbed but the network), all in this one invocation so machine noise hits every column alike. Times are
-per step of ``--batch`` examples (``per_step``). Each figure is the median
-of ``--repeats`` timings, taken in turn: one timing of one model moved
-its ratio by 0.4x between runs on this machine. flowerbed runs the small
-CNNs channels-last with and without DP (see ``training.train``); every
-ratio is taken over the bare loop's default layout, as raw Opacus's is.
+flowerbed but the network), all in this one invocation so machine noise hits
+every column alike. Times are per step of ``--batch`` examples
+(``per_step``). Each figure is the median of ``--repeats`` timings, taken in
+turn: one timing of one model moved its ratio by 0.4x between runs on this
+machine. flowerbed runs the small CNNs channels-last with and without DP
+(see ``training.train``); every ratio is taken over the bare loop's default
+layout, as raw Opacus's is.
 """
 
 from __future__ import annotations
