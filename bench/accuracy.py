@@ -68,7 +68,7 @@ def alone(
     operating point chosen on ``train_set``."""
     torch.manual_seed(seed)
     task = train_set.task
-    spec = ModelSpec.for_images(fed.network_for(task), train_set.images.shape[1:], 2)
+    spec = ModelSpec.for_images(fed.network_for(task), train_set.sample_shape, 2)
     model = build_model(spec)  # the federation's own default
     steps = steps_per_epoch(len(train_set), fed.run.batch_size)
     dp = None

@@ -27,7 +27,6 @@ from flwr.app import MetricRecord
 
 from flowerbed.catalogue import FAULTS
 from flowerbed.config import FaultSettings, Federation, SiteSettings
-from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import FlowerbedError
 from flowerbed.hospital_client.local_round import SiteTurn
 
@@ -61,9 +60,9 @@ def _floats(state: State, change: Callable[[str, torch.Tensor], torch.Tensor]) -
 
 
 def label_flip(fault: FaultSettings, turn: SiteTurn) -> tuple[State, MetricRecord]:
-    train = turn.data.train
-    flipped = (turn.data.num_classes - 1 - train.labels).astype(train.labels.dtype)
-    return turn.train(dataclasses.replace(turn.data, train=ImageSet(train.images, flipped)))
+    highest = turn.data.num_classes - 1
+    flipped = turn.data.train.relabelled(lambda labels: highest - labels)
+    return turn.train(dataclasses.replace(turn.data, train=flipped))
 
 
 def _pushed(direction: float) -> Behaviour:

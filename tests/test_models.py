@@ -136,7 +136,9 @@ def test_plain_training_takes_the_batches_a_shuffling_dataloader_takes():
     )
     ours = torch.Generator().manual_seed(5)
     for _ in range(3):  # epochs: the generator must be left where the loader leaves it
-        batches = list(training.shuffled_batches(images, labels, 32, ours))
+        batches = list(
+            training.shuffled_batches(ImageSet(images.numpy(), labels.numpy()), 32, ours)
+        )
         expected = list(loader)
         assert len(batches) == len(expected) == 3
         for (x, y), (want_x, want_y) in zip(batches, expected, strict=True):

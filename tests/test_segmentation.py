@@ -9,14 +9,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, flowerbed
+from conftest import SHARED_DATA, flowerbed, site_context, train_instruction
 from PIL import Image
 
 from flowerbed.catalogue import SEGMENTATION
+from flowerbed.config import load_federation
+from flowerbed.datasets.augment import augmenter
 from flowerbed.datasets.base import ImageSet
-from flowerbed.datasets.manifest import _read, load_manifest
-from flowerbed.datasets.source import load_dataset
+from flowerbed.datasets.files import read_file
+from flowerbed.datasets.manifest import load_manifest
+from flowerbed.datasets.source import load_dataset, site_data
 from flowerbed.errors import DataError
+from flowerbed.hospital_client import local_round
+from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import TrainPlan, evaluate, train
 from flowerbed.models.factory import build_model
 from flowerbed.privacy.accounting import PrivacyAccount
@@ -120,7 +125,7 @@ def test_a_bad_mask_manifest_stops_the_cli_in_one_line_before_anything_starts(
 def test_a_dicom_slice_is_rescaled_and_monochrome1_is_inverted(tmp_path):
     pixels = np.tile(np.arange(0, 200, 10, dtype=np.uint16), (16, 1))  # a ramp left to right
     write_slice(tmp_path / "ct.dcm", pixels, "1.2.3.1", 0, slope=2.0, intercept=-1024.0)
-    raw = _read(tmp_path / "m.csv", tmp_path / "ct.dcm", "an image")
+    raw = read_file(tmp_path / "m.csv", tmp_path / "ct.dcm", "an image")
     assert raw.min() == -1024.0 and raw.max() == 190 * 2 - 1024.0  # stored * slope + intercept
     write_slice(tmp_path / "x.dcm", pixels, "1.2.3.2", 0, photometric="MONOCHROME1")
     (tmp_path / "m.csv").write_text("path,label\nct.dcm,0\nx.dcm,1\n")
@@ -166,3 +171,41 @@ def test_segmentation_strata_split_sites_by_the_structures_their_masks_show():
     masks[1, 0, 0], masks[2, 1, 1] = 1, 2
     images = ImageSet(np.zeros((3, 1, 4, 4), dtype=np.float32), masks)
     assert images.task == SEGMENTATION and images.strata().tolist() == [0, 1, 2]
+
+
+def test_augmentation_moves_each_mask_with_its_image_and_repeats_by_seed():
+    masks = torch.zeros(16, 16, 16, dtype=torch.int64)
+    masks[:, 2:9, 3:7] = 1  # an off-centre block: any flip or rotation moves it
+    images = masks[:, None].float()
+    augmented, moved = augmenter(SEGMENTATION, seed=4)(images, masks)
+    again, _ = augmenter(SEGMENTATION, seed=4)(images, masks)
+    torch.testing.assert_close(augmented, again)
+    assert moved.dtype == torch.int64 and set(moved.unique().tolist()) <= {0, 1}
+    assert not torch.equal(moved, masks)  # some images were flipped or rotated
+    agreement = ((augmented[:, 0] > 0.5) == (moved == 1)).float().mean()
+    assert agreement > 0.97  # the mask went where its image went
+    labels = torch.arange(16) % 2
+    flipped, kept = augmenter("classification", seed=4)(images, labels)
+    assert torch.equal(kept, labels) and flipped.shape == images.shape
+
+
+def test_the_sites_own_augment_setting_reaches_its_training(monkeypatch, task_identity):
+    plans = []
+    monkeypatch.setattr(local_round, "train", lambda *args: plans.append(args[3]) or _idle())
+    for augment in (True, False):
+        federation = load_federation(None, {"data": {"augment": augment}})
+        site = federation.sites[0]
+        config = train_instruction(1, 1).content["config"]
+        data = site_data(federation, site)
+        local_round.train_locally(
+            build_model_for(data), config, site_context(), federation, site, data
+        )
+    assert [plan.augment for plan in plans] == [True, False]
+
+
+def _idle() -> Scores:
+    return Scores(1, 0.0, 0.5, 0.5)
+
+
+def build_model_for(data):
+    return build_model(ModelSpec.for_images("small-cnn", data.sample_shape, 2))

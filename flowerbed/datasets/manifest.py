@@ -1,4 +1,4 @@
-"""Images, NIfTI volumes and DICOM listed in a CSV manifest, read through MONAI transforms.
+"""Images, NIfTI volumes and DICOM listed in a CSV manifest.
 
 The manifest has a ``path`` column (relative to the manifest's folder or
 absolute) and either an integer ``label`` column (classification) or a
@@ -7,9 +7,12 @@ per voxel, 0 the background, on the image's own grid). An optional
 ``split`` column (``train``/``test``) fixes the held-out set, otherwise one
 is drawn per site. PNG/JPEG files give 2D images, ``.nii``/``.nii.gz`` 3D
 volumes, a ``.dcm`` file a slice and a folder of ``.dcm`` files one series
-as a volume (``flowerbed.datasets.dicom``). MONAI's ``LoadImage`` picks the
-reader; every image is brought to one channel layout, scaled to [0, 1] and
-resized to ``image_size`` per axis, its mask alike by nearest neighbour.
+as a volume (``flowerbed.datasets.dicom``); each is read as
+``flowerbed.datasets.files`` reads one example.
+
+A manifest whose images, once read, take at most ``IN_MEMORY_BYTES`` is read
+whole into arrays: every epoch then costs no file reads. A larger one stays
+on disk (``FileImageSet``) and is read batch by batch.
 """
 
 from __future__ import annotations
@@ -18,43 +21,73 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from monai.transforms import EnsureChannelFirst, LoadImage, Resize, ScaleIntensity
 
-from flowerbed.datasets.base import Dataset, ImageSet
-from flowerbed.datasets.dicom import is_dicom, is_inverted
+from flowerbed.datasets.base import Dataset, Images, ImageSet
+from flowerbed.datasets.files import Example, FileImageSet, read_example, read_file
 from flowerbed.errors import DataError
 
 TARGETS = ("label", "mask")  # one of them says the task: a class per image, or a mask
+IN_MEMORY_BYTES = 512 * 2**20  # images read whole up to this; beyond, batch by batch
 
 
-def load_manifest(path: Path, image_size: int = 32) -> Dataset:
-    """Read every image (and mask) a manifest lists; ``DataError`` naming the file if bad."""
+def load_manifest(path: Path, image_size: int = 32, in_memory: int = IN_MEMORY_BYTES) -> Dataset:
+    """Every example a manifest lists; ``DataError`` naming the file on any problem.
+
+    ``in_memory`` is the most bytes of images read whole (see the module's note).
+    """
     path = Path(path)
     table = _read_table(path)
-    files = [path.parent / entry for entry in table.path]
-    masks = [path.parent / entry for entry in table["mask"]] if "mask" in table else None
-    images, per_voxel = [], []
-    for row, file in enumerate(files):
-        raw = _read(path, file, "an image")
-        if masks is not None:
-            per_voxel.append(_load_mask(path, masks[row], file, raw, image_size))
-        images.append(_scaled(file, raw, image_size))
-    for file, image in zip(files, images, strict=True):
-        if image.shape != images[0].shape:
+    examples = _examples(path, table)
+    first, _ = read_example(path, examples[0], image_size)
+    if len(examples) * first.nbytes <= in_memory:
+        images, labels = _read_whole(path, examples, image_size, first.shape)
+        return _split(table, ImageSet(images, labels), int(labels.max()) + 1)
+    strata = _strata(path, table, examples)
+    whole = FileImageSet(path, tuple(examples), image_size, first.shape, strata)
+    return _split(table, whole, int(strata.max()) + 1)
+
+
+def _examples(path: Path, table: pd.DataFrame) -> list[Example]:
+    images = [path.parent / entry for entry in table.path]
+    if "mask" in table:
+        return [
+            Example(i, mask=path.parent / m) for i, m in zip(images, table["mask"], strict=True)
+        ]
+    labels = table.label.to_numpy(dtype=np.int64)
+    return [Example(i, label=int(label)) for i, label in zip(images, labels, strict=True)]
+
+
+def _read_whole(
+    path: Path, examples: list[Example], image_size: int, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for example in examples:
+        image, label = read_example(path, example, image_size)
+        if image.shape != shape:
             raise DataError(
-                f"{file}: shape {image.shape} after loading differs from {images[0].shape} "
-                f"of {files[0].name}; a manifest must hold images of one kind"
+                f"{example.image}: shape {image.shape} after loading differs from {shape} "
+                f"of {examples[0].image.name}; a manifest must hold images of one kind"
             )
-    labels = np.stack(per_voxel) if masks is not None else table.label.to_numpy(dtype=np.int64)
-    stacked = np.stack(images)
-    num_classes = int(labels.max()) + 1
+        images.append(image)
+        labels.append(label)
+    return np.stack(images), np.asarray(np.stack(labels), dtype=np.int64)
+
+
+def _strata(path: Path, table: pd.DataFrame, examples: list[Example]) -> np.ndarray:
+    """Each example's class, or its mask's highest label (the masks read once, at their own
+    size): what partitioning and the class count need, without holding any image."""
+    if "label" in table:
+        return table.label.to_numpy(dtype=np.int64)
+    highest = [read_file(path, e.mask, "a mask").max() for e in examples if e.mask is not None]
+    return np.asarray(highest).round().astype(np.int64)
+
+
+def _split(table: pd.DataFrame, whole: Images, num_classes: int) -> Dataset:
     if "split" not in table:
-        return Dataset(ImageSet(stacked, labels), None, num_classes)
+        return Dataset(whole, None, num_classes)
     is_test = (table.split.str.lower() == "test").to_numpy()
     return Dataset(
-        ImageSet(stacked[~is_test], labels[~is_test]),
-        ImageSet(stacked[is_test], labels[is_test]),
-        num_classes,
+        whole.subset(np.flatnonzero(~is_test)), whole.subset(np.flatnonzero(is_test)), num_classes
     )
 
 
@@ -87,64 +120,3 @@ def _read_table(path: Path) -> pd.DataFrame:
     if "split" in table and not table.split.str.lower().isin(["train", "test"]).all():
         raise DataError(f"{path}: split column may only hold 'train' or 'test'")
     return table
-
-
-def _innermost(error: BaseException) -> str:
-    """The message of the exception at the bottom of ``error``'s chain.
-
-    MONAI's ``Compose`` re-raises a reader's failure as "applying transform <LoadImage
-    object at 0x...>", which tells the user nothing; the reader's own words are innermost.
-    """
-    while (inner := error.__cause__ or error.__context__) is not None:
-        error = inner
-    return str(error) or type(error).__name__
-
-
-def _read(manifest: Path, file: Path, what: str) -> np.ndarray:
-    """``file`` as a channels-first float array at its own size, or a one-line ``DataError``."""
-    if not file.exists():
-        raise DataError(f"{file}: listed in {manifest.name} as {what} but no such file")
-    reader = LoadImage(image_only=True, reader="PydicomReader") if is_dicom(file) else None
-    try:
-        loaded = (reader or LoadImage(image_only=True))(str(file))
-        array = np.asarray(EnsureChannelFirst()(loaded), dtype=np.float32)
-    except Exception as err:  # MONAI wraps every reader failure differently
-        reason = _innermost(err).splitlines()[0][:200]
-        raise DataError(f"{file}: cannot be read as {what} ({reason})") from None
-    if array.ndim not in (3, 4):
-        raise DataError(
-            f"{file}: has {array.ndim - 1} spatial axes after loading; expected 2 or 3 "
-            "(2D images or 3D volumes, not 4D series)"
-        )
-    return array
-
-
-def _scaled(file: Path, image: np.ndarray, image_size: int) -> np.ndarray:
-    """A read image in [0, 1], bright meaning dense, at ``image_size`` per axis."""
-    if image.ndim == 3 and image.shape[0] == 4:
-        image = image[:3]  # drop alpha
-    scaled = np.asarray(ScaleIntensity()(image), dtype=np.float32)
-    if is_dicom(file) and is_inverted(file):
-        scaled = 1.0 - scaled  # MONOCHROME1: 0 is white; make bright mean dense everywhere
-    return np.asarray(Resize([image_size] * (image.ndim - 1))(scaled), dtype=np.float32)
-
-
-def _load_mask(
-    manifest: Path, mask_file: Path, image_file: Path, image: np.ndarray, image_size: int
-) -> np.ndarray:
-    """The mask of ``image_file`` (read as ``image``) as int64 labels at ``image_size``."""
-    mask = _read(manifest, mask_file, "a mask")
-    if mask.shape[1:] != image.shape[1:] or mask.shape[0] != 1:
-        raise DataError(
-            f"{mask_file}: mask of shape {list(mask.shape[1:])} with {mask.shape[0]} channel(s) "
-            f"does not fit image {image_file} of shape {list(image.shape[1:])}; a mask has one "
-            "channel on its image's grid"
-        )
-    if (mask < 0).any() or not np.array_equal(mask, np.round(mask)):
-        odd = mask[(mask < 0) | (mask != np.round(mask))].flat[0]
-        raise DataError(
-            f"{mask_file}: mask of image {image_file} holds {odd:g}, not an integer label; "
-            "export masks as labels 0 (background), 1, 2, ..."
-        )
-    resized = Resize([image_size] * (mask.ndim - 1), mode="nearest")(mask)
-    return np.asarray(resized, dtype=np.float32)[0].round().astype(np.int64)

@@ -139,6 +139,7 @@ def train_locally(
         optimizer=str(config.get(R.OPTIMIZER, "sgd")),
         proximal_mu=float(config.get(R.PROXIMAL_MU, 0.0)),
         dp=dp,
+        augment=federation.data.augment,  # the site's own choice, never the coordinator's
     )
     seed = (
         int(config[R.SEED]) * 100_003

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from flowerbed.catalogue import SEGMENTATION
-from flowerbed.datasets.base import ImageSet
+from flowerbed.datasets.augment import augmenter
+from flowerbed.datasets.base import Images
 from flowerbed.errors import TrainingDiverged
 from flowerbed.hospital_client.scoring import Scores, Tally, tally_for
 from flowerbed.privacy.accounting import PrivacyAccount
@@ -52,6 +53,7 @@ class TrainPlan:
     optimizer: str = "sgd"
     proximal_mu: float = 0.0
     dp: DPPlan | None = None
+    augment: bool = False  # MONAI's random flips, rotations and intensity jitter per image
 
 
 def scheduled_learning_rate(peak: float, schedule: str, server_round: int, rounds: int) -> float:
@@ -87,7 +89,7 @@ def steps_per_epoch(examples: int, batch_size: int) -> int:
 
 def train(
     model: nn.Module,
-    data: ImageSet,
+    data: Images,
     num_classes: int,
     plan: TrainPlan,
     account: PrivacyAccount,
@@ -116,7 +118,7 @@ def train(
         engine = PrivacyEngine(accountant="rdp")
         loader = DataLoader(
             data.as_torch(), batch_size=plan.batch_size, shuffle=True, generator=generator
-        )
+        )  # Opacus replaces the sampler with Poisson sampling of indices; then it reads them
         trainee, optimizer, loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -130,20 +132,22 @@ def train(
             return loader
 
     else:
-        all_images, all_labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
 
         def epoch() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-            return shuffled_batches(all_images, all_labels, plan.batch_size, generator)
+            return shuffled_batches(data, plan.batch_size, generator)
 
     seen = tally_for(data.task, num_classes)
     loss_of = training_loss(data.task)
+    augment = augmenter(data.task, seed) if plan.augment else None
     empty = 0  # Poisson batches that drew nobody (probability about e^-batch_size)
-    with fast_layout(model, data.images.ndim) as layout:
+    with fast_layout(model, len(data.sample_shape) + 1) as layout:
         for done in range(plan.epochs):
             for images, labels in epoch():
                 if len(labels) == 0:  # a network cannot run on it; the step is still spent
                     empty += 1
                     continue
+                if augment is not None:
+                    images, labels = augment(images, labels)
                 optimizer.zero_grad(set_to_none=True)
                 logits = trainee(images.contiguous(memory_format=layout))
                 loss = loss_of(logits, labels)
@@ -178,21 +182,22 @@ def training_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 
 def shuffled_batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+    data: Images, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch in shuffled batches, drawn from ``generator`` as ``DataLoader`` draws them.
 
-    Slicing whole tensors instead of fetching and collating one example at a
-    time: 4 ms a site-round at 400 examples, a seventh of the small CNN's
-    epoch. The draws are the loader's (``shuffle=True``, one process): its
-    iterator's base seed, the order, then the sampler's empty remainder, so a
-    seed trains as it did through the loader (``tests/test_models``).
+    Whole batches (``Images.batch``: slices of arrays, or one read of a batch
+    of files) instead of fetching and collating one example at a time: 4 ms a
+    site-round at 400 examples, a seventh of the small CNN's epoch. The draws
+    are the loader's (``shuffle=True``, one process): its iterator's base
+    seed, the order, then the sampler's empty remainder, so a seed trains as
+    it did through the loader (``tests/test_models``).
     """
     torch.empty((), dtype=torch.int64).random_(generator=generator)
-    order = torch.randperm(len(labels), generator=generator)
+    order = torch.randperm(len(data), generator=generator)
     for batch in order.split(batch_size):
-        yield images[batch], labels[batch]
-    torch.randperm(len(labels), generator=generator)
+        yield data.batch(batch.numpy())
+    torch.randperm(len(data), generator=generator)
 
 
 def _optimizer(model: nn.Module, plan: TrainPlan) -> torch.optim.Optimizer:
@@ -209,7 +214,7 @@ def _proximal_step(model: nn.Module, anchor: list[torch.Tensor], rate: float) ->
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: ImageSet, num_classes: int, calibration: ImageSet | None = None
+    model: nn.Module, data: Images, num_classes: int, calibration: Images | None = None
 ) -> tuple[Scores, float]:
     """Scores of ``model`` on ``data`` (the site's held-out test split), and its leak.
 
@@ -228,7 +233,7 @@ def evaluate(
     return test.scores(seen.operating_point()), membership
 
 
-def _sample(data: ImageSet, size: int) -> ImageSet:
+def _sample(data: Images, size: int) -> Images:
     if len(data) <= size:
         return data
     chosen = np.random.default_rng(0).choice(len(data), size, replace=False)
@@ -236,25 +241,23 @@ def _sample(data: ImageSet, size: int) -> ImageSet:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageSet, num_classes: int, *more: ImageSet) -> list[Tally]:
+def predict(model: nn.Module, data: Images, num_classes: int, *more: Images) -> list[Tally]:
     """A tally of ``model``'s outputs on every example of ``data`` and of each of ``more``.
 
     Runs channels-last where that is faster (``fast_layout``): evaluation
     passes over a site's test and training data every round. Batches are
-    slices of the arrays, not a ``DataLoader``'s per-example fetches.
+    whole (``Images.batch``), not a ``DataLoader``'s per-example fetches.
     """
     model.eval()
-    with fast_layout(model, data.images.ndim) as layout:
+    with fast_layout(model, len(data.sample_shape) + 1) as layout:
         return [_tally(model, each, num_classes, layout) for each in (data, *more)]
 
 
-def _tally(
-    model: nn.Module, data: ImageSet, num_classes: int, layout: torch.memory_format
-) -> Tally:
+def _tally(model: nn.Module, data: Images, num_classes: int, layout: torch.memory_format) -> Tally:
     tally = tally_for(data.task, num_classes)
-    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
-    for batch in torch.arange(len(data)).split(EVAL_BATCH):
-        tally.add(model(images[batch].contiguous(memory_format=layout)), labels[batch])
+    for start in range(0, len(data), EVAL_BATCH):
+        images, labels = data.batch(np.arange(start, min(start + EVAL_BATCH, len(data))))
+        tally.add(model(images.contiguous(memory_format=layout)), labels)
     return tally
 
 
