@@ -53,12 +53,17 @@ def write_slice(
 
 
 def write_series(folder: Path, volume: np.ndarray, slope: float = 1.0, intercept: float = 0.0):
-    """``volume`` (H, W, D) as one DICOM series of D slices in ``folder``."""
+    """``volume`` (H, W, D) as one DICOM series of D slices in ``folder``.
+
+    MONAI's ``PydicomReader`` reads a slice's rows as its second axis
+    (``swap_ij``, to match NIfTI's orientation), so each slice is written
+    transposed: the series then reads back on the volume's own grid.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     series = generate_uid()
     stored = np.round((volume - intercept) / slope).clip(0, 65535)
     for z in range(volume.shape[2]):
-        write_slice(folder / f"slice{z:03d}.dcm", stored[:, :, z], series, z, slope, intercept)
+        write_slice(folder / f"slice{z:03d}.dcm", stored[:, :, z].T, series, z, slope, intercept)
 
 
 def main() -> None:

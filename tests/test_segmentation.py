@@ -135,9 +135,9 @@ def test_a_dicom_slice_is_rescaled_and_monochrome1_is_inverted(tmp_path):
 
 
 def test_a_dicom_series_folder_is_one_volume_and_a_mixed_one_is_refused(tmp_path):
-    volume = np.random.default_rng(0).integers(0, 1000, size=(16, 16, 8)).astype(np.float64)
+    volume = np.random.default_rng(0).integers(0, 1000, size=(16, 12, 8)).astype(np.float64)
     write_series(tmp_path / "case0", volume)
-    mask = np.zeros((16, 16, 8), dtype=np.float32)
+    mask = np.zeros((16, 12, 8), dtype=np.float32)  # NIfTI, on the series' grid
     mask[4:10, 4:10, 2:6] = 1
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "case0_mask.nii.gz")
     (tmp_path / "m.csv").write_text("path,mask\ncase0,case0_mask.nii.gz\n")

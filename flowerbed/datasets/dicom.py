@@ -11,6 +11,7 @@ every site.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -21,6 +22,7 @@ from flowerbed.errors import DataError
 DICOM_SUFFIX = ".dcm"
 # MONAI warns on every read that no GPU decoder is installed; the CPU one is what we use.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 INVERTED = "MONOCHROME1"
 
 

@@ -13,17 +13,20 @@ indices, then the loader reads them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.data import Dataset as MonaiDataset
-from monai.transforms import EnsureChannelFirst, LoadImage, Resize, ScaleIntensity
+from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Resize, ScaleIntensity
 
 from flowerbed.catalogue import CLASSIFICATION, SEGMENTATION
 from flowerbed.datasets.base import Relabel
 from flowerbed.datasets.dicom import is_dicom, is_inverted
 from flowerbed.errors import DataError
+
+SCALE = ScaleIntensity()  # to [0, 1], per image
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,24 @@ def _innermost(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+@lru_cache(maxsize=2)
+def _loader(dicom: bool) -> Compose:
+    """Made once per process: a set on disk reads every example every epoch."""
+    reader = LoadImage(image_only=True, reader="PydicomReader" if dicom else None)
+    return Compose([reader, EnsureChannelFirst()])
+
+
+@lru_cache(maxsize=8)
+def _resize(spatial_dims: int, image_size: int, mode: str) -> Resize:
+    return Resize([image_size] * spatial_dims, mode=mode)
+
+
 def read_file(manifest: Path, file: Path, what: str) -> np.ndarray:
     """``file`` as a channels-first float array at its own size, or a one-line ``DataError``."""
     if not file.exists():
         raise DataError(f"{file}: listed in {manifest.name} as {what} but no such file")
-    reader = LoadImage(image_only=True, reader="PydicomReader" if is_dicom(file) else None)
     try:
-        array = np.asarray(EnsureChannelFirst()(reader(str(file))), dtype=np.float32)
+        array = np.asarray(_loader(is_dicom(file))(str(file)), dtype=np.float32)
     except Exception as err:  # MONAI wraps every reader failure differently
         reason = _innermost(err).splitlines()[0][:200]
         raise DataError(f"{file}: cannot be read as {what} ({reason})") from None
@@ -68,10 +82,10 @@ def scaled(file: Path, image: np.ndarray, image_size: int) -> np.ndarray:
     """A read image in [0, 1], bright meaning dense, at ``image_size`` per axis."""
     if image.ndim == 3 and image.shape[0] == 4:
         image = image[:3]  # drop alpha
-    bright = np.asarray(ScaleIntensity()(image), dtype=np.float32)
+    bright = np.asarray(SCALE(image), dtype=np.float32)
     if is_dicom(file) and is_inverted(file):
         bright = 1.0 - bright  # MONOCHROME1: 0 is white; make bright mean dense everywhere
-    return np.asarray(Resize([image_size] * (image.ndim - 1))(bright), dtype=np.float32)
+    return np.asarray(_resize(image.ndim - 1, image_size, "area")(bright), dtype=np.float32)
 
 
 def mask_of(
@@ -91,7 +105,7 @@ def mask_of(
             f"{mask_file}: mask of image {image_file} holds {odd:g}, not an integer label; "
             "export masks as labels 0 (background), 1, 2, ..."
         )
-    resized = Resize([image_size] * (mask.ndim - 1), mode="nearest")(mask)
+    resized = _resize(mask.ndim - 1, image_size, "nearest")(mask)
     return np.asarray(resized, dtype=np.float32)[0].round().astype(np.int64)
 
 
