@@ -210,8 +210,8 @@ def run_command(
     def submitted(run_id: int, digest: str) -> None:
         console.print(f"run {run_id} submitted (app {digest}); run folder {out}")
 
-    def round_done(server_round: int, mean_auc: float, failed: dict[str, str]) -> None:
-        line = f"round {server_round}: mean test AUC {mean_auc:.3f}"
+    def round_done(server_round: int, score: str, mean: float, failed: dict[str, str]) -> None:
+        line = f"round {server_round}: mean test {score} {mean:.3f}"
         console.print(line + failed_sites(failed), highlight=False)
 
     submit_run(federation, superlink, root_certificates, out, submitted, round_done)

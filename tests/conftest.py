@@ -15,6 +15,7 @@ from in_process_grid import InProcessGrid
 
 from flowerbed.cli import main
 from flowerbed.config import (
+    DataSettings,
     Federation,
     PrivacySettings,
     SiteSettings,
@@ -136,10 +137,14 @@ def site_context() -> Context:
     return Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
 
 
-def deployed_site_folder(root: Path, name: str, country: str, **policy) -> SiteFolder:
-    """A real site folder (config and keys) for a hospital on synthetic data, without DP."""
+def deployed_site_folder(
+    root: Path, name: str, country: str, data: str = "synthetic", **policy
+) -> SiteFolder:
+    """A real site folder (config and keys) for a hospital on synthetic data, without DP;
+    segmentation data (``synthetic-seg``) at 16 pixels a side."""
     config = SiteConfig(
-        site=SiteSettings(name=name, country=country, data="synthetic"),
+        site=SiteSettings(name=name, country=country, data=data),
+        data=DataSettings(image_size=16 if data == "synthetic-seg" else None),
         privacy=PrivacySettings(enabled=False),
         policy=SitePolicy(**policy),
     )

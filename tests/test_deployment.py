@@ -49,12 +49,16 @@ def write_federation(
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    """A SuperLink with five registered hospitals; four approved this flowerbed's app."""
+    """A SuperLink with five registered hospitals; four approved this flowerbed's app. They
+    segment (UNet, Dice): deployed classification runs in the README's "Run a real
+    federation" block."""
     root = tmp_path_factory.mktemp("deployment")
     certificates = make_certificates(root / "certs", ["127.0.0.1", "localhost"])
     folders = root / "sites"
     for name, country in (*SITES.items(), DOOMED):
-        deployed_site_folder(folders / name, name, country, approved_apps=[app_hash()])
+        deployed_site_folder(
+            folders / name, name, country, data="synthetic-seg", approved_apps=[app_hash()]
+        )
     deployed_site_folder(folders / UNAPPROVING[0], *UNAPPROVING)
     everyone = {**SITES, DOOMED[0]: DOOMED[1], UNAPPROVING[0]: UNAPPROVING[1]}
     registered = write_federation(root / "registered.toml", everyone, folders, "fedavg")
@@ -120,7 +124,7 @@ def test_three_hospitals_train_on_real_supernodes_and_their_ledgers_verify(feder
     run = root / f"run-{strategy}"
     result = flowerbed_run(federation, spec, run)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "round 2: mean test AUC" in " ".join(result.stdout.split())
+    assert "round 2: mean test Dice" in " ".join(result.stdout.split())
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "completed" and status["rounds_completed"] == 2
     rows = (run / "metrics.csv").read_text().splitlines()
@@ -133,6 +137,9 @@ def test_three_hospitals_train_on_real_supernodes_and_their_ledgers_verify(feder
     verdict = verify_run(run)
     assert verdict.problems == []
     assert set(verdict.ledgers) == {"coordinator", *SITES}
+    report = build_report(run)
+    assert report.run["model"].startswith("unet (segmentation, 16x16 images")
+    assert all(0 < scores["dice"] <= 1 for scores in report.test_scores.values())
 
 
 def test_a_site_refuses_an_app_its_operator_did_not_approve(federation):

@@ -98,3 +98,24 @@ def test_bad_input_is_one_line_and_nothing_starts(tmp_path, monkeypatch, capsys,
         assert code == 1, (arguments, said)
         assert said.startswith("error: ") and expected in said, (arguments, said)
         assert "Traceback" not in said
+
+
+def test_site_init_keeps_the_sites_image_size_augmentation_and_own_network(
+    tmp_path, monkeypatch, capsys
+):
+    code, said = flowerbed(
+        monkeypatch, capsys, "site", "init", "--name", "charite", "--country", "DE",
+        "--data", "synthetic-seg", "--image-size", "16", "--augment",
+        "--network", "hospital_nets:build", "--out", str(tmp_path / "charite"),
+    )  # fmt: skip
+    assert code == 0, said
+    assert "segmentation: 1600 training and 400 test images of shape [1, 16, 16]" in said
+    federation = SiteFolder.load(tmp_path / "charite" / "site.toml").federation
+    assert (federation.data.image_size, federation.data.augment) == (16, True)
+    assert federation.builds("hospital_nets:build") and not federation.builds("other:build")
+    code, said = flowerbed(
+        monkeypatch, capsys, "site", "init", "--name", "x", "--country", "DE",
+        "--data", "synthetic", "--network", "not a network", "--out", str(tmp_path / "x"),
+    )  # fmt: skip
+    assert code == 1 and "--network: unknown model 'not a network'" in said
+    assert not (tmp_path / "x").exists()

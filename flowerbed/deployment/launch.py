@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from flwr.common.logger import log
 
+from flowerbed.catalogue import SEGMENTATION
 from flowerbed.config import Federation
 from flowerbed.datasets.source import site_data
 from flowerbed.deployment.approval import require_approval, trusted_entities_file
@@ -44,9 +45,10 @@ def describe_site_data(folder: SiteFolder) -> str:
     """Load the site's data once (missing or malformed: a one-line DataError) and describe it."""
     federation = folder.federation
     data = site_data(federation, federation.sites[0])
+    labels = "mask labels" if data.task == SEGMENTATION else "classes"
     return (
-        f"{len(data.train)} training and {len(data.test)} test images of shape "
-        f"{list(data.sample_shape)}, {data.num_classes} classes"
+        f"{data.task}: {len(data.train)} training and {len(data.test)} test images of shape "
+        f"{list(data.sample_shape)}, {data.num_classes} {labels}"
     )
 
 

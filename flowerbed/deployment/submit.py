@@ -29,7 +29,8 @@ POLL_S = 2.0
 FINISHED = "finished:"
 COMPLETED = "finished:completed"
 
-RoundLine = Callable[[int, float, dict[str, str]], None]  # (round, mean test AUC, failed)
+# (round, the test score's name: "AUC", or "Dice" for segmentation, its mean, failed sites)
+RoundLine = Callable[[int, str, float, dict[str, str]], None]
 
 
 def submit_run(
@@ -73,24 +74,35 @@ def _follow(flwr: FlwrCli, run_id: int, out: Path, on_round: RoundLine) -> tuple
         rounds, failed = _rounds_so_far(out / METRICS_FILE)
         done = sorted(r for r in rounds if r > reported and (finished or r < max(rounds)))
         for server_round in done:
-            on_round(server_round, rounds[server_round], failed.get(server_round, {}))
+            name, mean = rounds[server_round]
+            on_round(server_round, name, mean, failed.get(server_round, {}))
             reported = server_round
         if finished:
             return status, details
         time.sleep(POLL_S)
 
 
-def _rounds_so_far(metrics: Path) -> tuple[dict[int, float], dict[int, dict[str, str]]]:
-    """From the run folder written so far: the mean test AUC per round, and per round the
-    sites that failed or went missing, with why."""
+def _rounds_so_far(
+    metrics: Path,
+) -> tuple[dict[int, tuple[str, float]], dict[int, dict[str, str]]]:
+    """From the run folder written so far: per round the test score's name and its mean
+    (Dice where the sites segment, else AUC), and the sites that failed or went missing,
+    with why."""
     if not metrics.exists():
         return {}, {}
-    aucs: dict[int, list[float]] = defaultdict(list)
+    scores: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     failed: dict[int, dict[str, str]] = defaultdict(dict)
     with open(metrics, newline="") as rows:
         for row in csv.DictReader(rows):
             if row["status"] == "failed":
                 failed[int(row["round"])][row["site"]] = row["error"]
-            elif row["split"] == "test" and row["auc"] not in ("", "nan"):
-                aucs[int(row["round"])].append(float(row["auc"]))
-    return {r: sum(v) / len(v) for r, v in aucs.items()}, failed
+            elif row["split"] == "test":
+                for name, column in (("Dice", "dice"), ("AUC", "auc")):
+                    if row[column] not in ("", "nan"):
+                        scores[int(row["round"])][name].append(float(row[column]))
+                        break
+    means = {}
+    for server_round, by_name in scores.items():
+        name = "Dice" if "Dice" in by_name else "AUC"
+        means[server_round] = (name, sum(by_name[name]) / len(by_name[name]))
+    return means, failed
