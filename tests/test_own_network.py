@@ -12,12 +12,15 @@ from conftest import flowerbed, run_in_process, train_instruction
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from flowerbed.audit.report import write_reports
+from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation
-from flowerbed.errors import ModelError
+from flowerbed.errors import ModelError, RunStopped
+from flowerbed.hospital_client import app
 from flowerbed.hospital_client.egress_guard import EgressRefused, check_inbound
 from flowerbed.hospital_client.identity import own_network_code, roll_call_answer
 from flowerbed.models.factory import network_code
 from flowerbed.protocol import records as R
+from flowerbed.strategies import roll_call
 
 NETWORK = "hospital_tiny_net:build"
 SOURCE = '''
@@ -132,3 +135,27 @@ def test_an_own_network_that_cannot_train_stops_the_cli_in_one_line(
     )
     assert code == 1 and said in printed and "Traceback" not in printed, printed
     assert not (tmp_path / "r").exists()
+
+
+def test_a_site_that_answers_with_other_code_stops_the_run_and_verify_names_it(
+    tmp_path, own_module, task_identity, monkeypatch
+):
+    """A site whose own check was bypassed (its code changed) is held to the coordinator's
+    hash at the roll call; had the coordinator let it pass, its ledger shows to the auditor
+    which code it claimed."""
+    honest = app.roll_call_answer
+
+    def paris_runs_other_code(context, federation, site, query):
+        answer = honest(context, federation, site, query)
+        if site.name == "paris":
+            answer[R.SITE][R.SITE_NETWORK_CODE] = "f" * 64
+        return answer
+
+    monkeypatch.setattr(app, "roll_call_answer", paris_runs_other_code)
+    with pytest.raises(RunStopped, match="site paris runs network hospital_tiny_net:build from"):
+        run_in_process(tmp_path / "held", federation_with(NETWORK))
+    monkeypatch.setattr(roll_call, "_check_network_code", lambda *args: None)
+    run, _ = run_in_process(tmp_path / "passed", federation_with(NETWORK))
+    problems = [str(p) for p in verify_run(run).problems]
+    assert len(problems) == 1 and problems[0].startswith("paris entry")
+    assert "ran network source sha256 ffffffffffff, not the" in problems[0]

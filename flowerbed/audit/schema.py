@@ -50,6 +50,7 @@ class MessageEntry(TypedDict, total=False):
     membership_auc: float
     test_auc: float  # the site's model on its own test split, classification
     test_dice: float  # the same, segmentation
+    network_sha256: str  # a roll-call answer's: the source hash of the own network it runs
 
 
 def genesis_entry(party: str, country: str, public_key: str) -> dict[str, Any]:

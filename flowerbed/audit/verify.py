@@ -30,7 +30,7 @@ from flowerbed.audit.ledger import (
     verify_signature,
 )
 from flowerbed.audit.residency import ResidencyPolicy
-from flowerbed.audit.schema import GENESIS
+from flowerbed.audit.schema import GENESIS, NETWORK
 from flowerbed.config import COORDINATOR, Federation, load_federation
 from flowerbed.errors import FlowerbedError
 from flowerbed.run_layout import CONFIG_FILE, LEDGERS_DIR
@@ -92,7 +92,29 @@ def verify_run(run_dir: Path) -> Verdict:
     listed = {COORDINATOR, *(site.name for site in federation.sites)}
     _check_anchors(ledgers, listed, runs, problems)
     _check_transfers(ledgers, listed, runs, problems)
+    _check_network(ledgers, runs, problems)
     return Verdict(federation, ledgers, problems)
+
+
+def _check_network(
+    ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+) -> None:
+    """Every site that answered the roll call for an own network ran the source the
+    coordinator signed (its ``network`` entry's sha256)."""
+    coordinator = ledgers.get(COORDINATOR)
+    signed = [e for e in (coordinator.entries if coordinator else []) if e.get("kind") == NETWORK]
+    if not signed:
+        return
+    expected = signed[-1]["source_sha256"]
+    for party, ledger in ledgers.items():
+        for entry in ledger.entries:
+            code = entry.get("network_sha256")
+            if code is not None and _in_runs(entry, runs) and code != expected:
+                what = (
+                    f"ran network source sha256 {code[:12]}, not the {expected[:12]} the "
+                    f"coordinator signed for {signed[-1]['network']}"
+                )
+                problems.append(Problem(party, entry.get("index"), what))
 
 
 def _runs_of(coordinator: PartyLedger | None) -> set[int] | None:

@@ -69,6 +69,15 @@ def _test_scores(content: RecordDict) -> dict[str, float]:
     return {}
 
 
+def _network_code(content: RecordDict) -> dict[str, str]:
+    """The own network's source hash a roll-call answer declares, for the ledger (and so
+    for ``audit verify``, which holds it against the coordinator's)."""
+    site = content.config_records.get(R.SITE)
+    if site is None or R.SITE_NETWORK_CODE not in site:
+        return {}
+    return {"network_sha256": str(site[R.SITE_NETWORK_CODE])}
+
+
 def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
     """The mod for ``ClientApp(mods=[...])``; ``site_of`` resolves the site from the context."""
 
@@ -111,6 +120,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
             reply.content, "out", True,
             sealed_for=sealed_list(reply.content.config_records.get(R.SEALED), countries),
             **_test_scores(reply.content),
+            **_network_code(reply.content),
         )  # fmt: skip
         if entry is not None:
             attach_head(reply.content, ledger, entry)

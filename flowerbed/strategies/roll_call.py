@@ -59,8 +59,9 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         if time.monotonic() > deadline:
             raise RunStopped(f"only {len(node_ids)} of {len(names)} sites connected in time")
         time.sleep(CONNECT_POLL_S)
+    query = query_of(federation)  # one per message: the ledger attaches a head to each
     queries = [
-        grid.create_message(_query(federation), f"query.{R.IDENTITY_QUERY}", node, "identity")
+        grid.create_message(query_of(federation), f"query.{R.IDENTITY_QUERY}", node, "identity")
         for node in node_ids
     ]
     answers: dict[str, tuple[int, bytes, tuple[int, ...], int, str]] = {}
@@ -78,6 +79,7 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         name = str(site[R.SITE_NAME])
         if not _listed(federation, name, str(site[R.SITE_COUNTRY])):
             continue  # another federation's site on the same SuperLink: it gets nothing
+        _check_network_code(query, name, site)
         answers[name] = (
             reply.metadata.src_node_id,
             bytes(site[R.SITE_PUBLIC_KEY]),
@@ -92,7 +94,24 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
     return Roll(names, [answers[n][0] for n in names], [answers[n][1] for n in names], spec, task)
 
 
-def _query(federation: Federation) -> RecordDict:
+def _check_network_code(query: RecordDict, name: str, site: ConfigRecord) -> None:
+    """``RunStopped`` if a site answered for an own network with another source than ours.
+
+    An honest site refuses such a roll call itself; this holds one that did not to it.
+    """
+    asked = query.config_records.get(R.CONFIG)
+    if asked is None:
+        return
+    expected, code = str(asked[R.SITE_NETWORK_CODE]), str(site.get(R.SITE_NETWORK_CODE, ""))
+    if code != expected:
+        raise RunStopped(
+            f"site {name} runs network {asked[R.NETWORK_QUERY]} from source sha256 "
+            f"{code[:12] or 'none'}, not the coordinator's {expected[:12]}; every site must "
+            "install the same version"
+        )
+
+
+def query_of(federation: Federation) -> RecordDict:
     """The roll-call question; it names an own network and the hash of its source, which
     every site must match (``hospital_client.identity.own_network_code``)."""
     network = federation.run.model
