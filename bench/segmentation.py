@@ -33,11 +33,19 @@ from flowerbed.simulation import simulate
 HIPPOCAMPUS = Path(__file__).resolve().parents[2] / "shared/data/seg/msd_hippocampus/manifest.csv"
 
 
-def federation(source: str, size: int, strategy: str, dp: bool, rounds: int, seed: int):
+# (strategy, gossip topology). At 4 sites the exponential graph is complete: gossip's
+# Metropolis-Hastings weights are then FedAvg's exact average; the ring is not.
+SETUPS = [("fedavg", "exponential"), ("gossip", "exponential"), ("gossip", "ring")]
+
+
+def federation(
+    source: str, size: int, setup: tuple[str, str], dp: bool, rounds: int, seed: int
+) -> Federation:
+    strategy, topology = setup
     return load_federation(
         None,
         {
-            "run": {"strategy": strategy, "rounds": rounds, "seed": seed},
+            "run": {"strategy": strategy, "topology": topology, "rounds": rounds, "seed": seed},
             "data": {"source": source, "image_size": size},
             "privacy": {"enabled": dp, "epsilon": 8.0},
         },
@@ -68,15 +76,16 @@ def _concatenated(sets: list[ImageSet]) -> ImageSet:
 
 
 def measure(source: str, size: int, rounds: int, seeds: list[int]) -> list[str]:
-    """Per DP setting: pooled, then FedAvg and gossip (exponential graph) beside it."""
+    """Per DP setting: pooled, then FedAvg and gossip beside it."""
     rows = []
     for dp in (False, True):
-        base = [pooled(federation(source, size, "fedavg", dp, rounds, s)) for s in seeds]
-        for strategy in ("fedavg", "gossip"):
-            dice = [federated(federation(source, size, strategy, dp, rounds, s)) for s in seeds]
+        base = [pooled(federation(source, size, SETUPS[0], dp, rounds, s)) for s in seeds]
+        for setup in SETUPS:
+            dice = [federated(federation(source, size, setup, dp, rounds, s)) for s in seeds]
             gap = statistics.mean(dice) - statistics.mean(base)
+            name = setup[0] if setup[0] == "fedavg" else f"gossip ({setup[1]})"
             rows.append(
-                f"| {Path(source).parent.name or source} | {strategy} | "
+                f"| {Path(source).parent.name or source} | {name} | "
                 f"{'epsilon 8' if dp else 'off'} | {_mean_sd(dice)} | {_mean_sd(base)} | "
                 f"{gap:+.3f} |"
             )
