@@ -84,20 +84,28 @@ def test_fedprox_without_dp_learns_the_synthetic_task(tmp_path):
     assert all(row.epsilon == 0.0 for row in finals)
 
 
-def test_cli_runs_dp_gossip_with_no_global_model_and_each_site_keeping_its_own(tmp_path):
+def test_cli_runs_dp_gossip_segmentation_with_no_global_model_and_each_site_keeping_its_own(
+    tmp_path,
+):
     result = run_cli(
         "simulate", "--strategy", "gossip", "--topology", "ring", "--sites", "4",
-        "--rounds", "2", "--out", "run", cwd=tmp_path,
+        "--data", "synthetic-seg", "--image-size", "16", "--rounds", "2", "--out", "run",
+        cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "disagreement" in result.stdout
+    said = " ".join(result.stdout.split())
+    assert "segmentation of 16x16 2D images · unet" in said and "disagreement" in said
+    assert "mean test Dice" in said
     run = tmp_path / "run"
     metrics = pd.read_csv(run / "metrics.csv")
     assert len(metrics) == 2 * 4 * 2
     trained = metrics[metrics.split == "train"]
     assert (trained.bytes_sent > 0).all() and (trained.status == "ok").all()
     tested = metrics[metrics.split == "test"]
-    assert tested.disagreement.notna().all() and tested.auc.min() > 0.5
+    assert tested.disagreement.notna().all() and tested.auc.isna().all()
+    by_round = tested.groupby("round").dice.mean()
+    assert by_round[2] > by_round[1] > 0.2, by_round
+    assert (tested.epsilon > 0).all() and (tested.epsilon <= 8.0).all()
     assert not (run / "model.pt").exists()
     sites = sorted(p.name for p in (run / "sites").iterdir())
     assert sites == [f"hospital-0{i}" for i in range(1, 5)]
@@ -125,7 +133,7 @@ def test_segmentation_fedavg_learns_the_synthetic_masks_with_dice_in_every_recor
     federation = load_federation(
         None,
         {
-            "run": {"rounds": 3},
+            "run": {"rounds": 2},
             "privacy": {"enabled": False},
             "data": {"source": "synthetic-seg", "image_size": 16},
             "sites": [{"name": "berlin", "country": "DE"}, {"name": "paris", "country": "FR"}],
@@ -137,7 +145,7 @@ def test_segmentation_fedavg_learns_the_synthetic_masks_with_dice_in_every_recor
         tmp_path / "run",
         on_round=lambda r, rows: dice.append(min(x.dice for x in rows if x.split == "test")),
     )
-    assert dice[-1] > dice[0] and dice[-1] > 0.6, dice
+    assert dice[-1] > dice[0] and dice[-1] > 0.5, dice
     metrics = pd.read_csv(folder.path / "metrics.csv")
     assert metrics.dice.notna().all() and metrics.auc.isna().all()
     report = json.loads((folder.path / "report.json").read_text())
@@ -145,18 +153,3 @@ def test_segmentation_fedavg_learns_the_synthetic_masks_with_dice_in_every_recor
     assert {site["dice"] for site in report["test_scores"].values()} == {
         row.dice for row in (folder.latest[s.name, "test"] for s in federation.sites)
     }
-
-
-def test_segmentation_gossip_under_dp_learns_and_keeps_the_budget(tmp_path):
-    result = run_cli(
-        "simulate", "--strategy", "gossip", "--topology", "ring", "--sites", "3",
-        "--data", "synthetic-seg", "--image-size", "16", "--rounds", "3", "--out", "run",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "segmentation of 16x16 2D images · unet" in " ".join(result.stdout.split())
-    assert "mean test Dice" in result.stdout and "Dice" in result.stdout
-    tested = pd.read_csv(tmp_path / "run" / "metrics.csv").query("split == 'test'")
-    by_round = tested.groupby("round").dice.mean()
-    assert by_round[3] > by_round[1], by_round
-    assert (tested.epsilon <= 8.0).all() and (tested.epsilon > 0).all()
