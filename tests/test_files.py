@@ -12,6 +12,8 @@ from PIL import Image
 from test_segmentation import write_masked_pngs
 
 from flowerbed.catalogue import SEGMENTATION
+from flowerbed.config import load_federation
+from flowerbed.datasets import source
 from flowerbed.datasets.base import ImageSet
 from flowerbed.datasets.content import check_content
 from flowerbed.datasets.files import FileImageSet
@@ -95,3 +97,19 @@ def test_a_blank_image_deep_in_a_set_on_disk_is_found_before_training(tmp_path):
     lazy = load_manifest(manifest, 16, in_memory=0)
     with pytest.raises(DataError, match=r"training image 8 is blank"):
         check_content(lazy, str(manifest))
+
+
+def test_a_rounds_handlers_do_not_check_the_data_again_after_the_roll_call(monkeypatch):
+    """A deployed site's every message is a fresh process: checking a set on disk in each
+    would read it whole once more. The roll call checks; the rounds only read."""
+    checks = []
+    monkeypatch.setattr(source, "check_content", lambda *args: checks.append(args[1]))
+    source.forget_loaded_data()
+    federation = load_federation(None, {"data": {"source": "synthetic-seg", "image_size": 8}})
+    site = federation.sites[0]
+    source.site_data(federation, site, checked=False)
+    assert checks == []
+    source.site_data(federation, site)
+    source.site_data(federation, site)
+    assert checks == ["synthetic-seg"]  # once per process
+    source.forget_loaded_data()

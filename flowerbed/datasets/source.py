@@ -82,16 +82,27 @@ def source_kind(source: str) -> str:
 
 
 @lru_cache(maxsize=4)
+def read_dataset(
+    source: str, sites: int = 1, seed: int = 0, image_size: int | None = None
+) -> Dataset:
+    """Read ``source`` once per process (sites of one simulation share a worker), unchecked."""
+    reader: Reader = READERS.get(source_kind(source))
+    return reader(source, sites, seed, image_size)
+
+
+@lru_cache(maxsize=4)
 def load_dataset(
     source: str, sites: int = 1, seed: int = 0, image_size: int | None = None
 ) -> Dataset:
-    """Read ``source`` once per process (sites of one simulation share a worker), checked.
+    """Read ``source`` once per process, and check its content once.
 
     Every entry point (simulate, site init and launch, the roll call) reads through
     here, so data that cannot be trained on is refused before anything starts.
+    A round's own handlers read through ``read_dataset``: the roll call checked
+    the data already, and a deployed site's every message is a fresh process,
+    where checking again would read a set kept on disk whole once more.
     """
-    reader: Reader = READERS.get(source_kind(source))
-    dataset = reader(source, sites, seed, image_size)
+    dataset = read_dataset(source, sites, seed, image_size)
     check_content(dataset, source)
     return dataset
 
@@ -100,7 +111,7 @@ def load_dataset(
 def _shares(
     source: str, sites: int, scheme: str, alpha: float, seed: int, image_size: int | None
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    dataset = load_dataset(source, sites, seed, image_size)
+    dataset = read_dataset(source, sites, seed, image_size)
     train_parts = partition(dataset.train.strata(), sites, scheme, alpha, seed)
     test_parts = None
     if dataset.test is not None:
@@ -116,21 +127,27 @@ def forget_loaded_data() -> None:
     trains nothing, and the whole synthetic set for 1000 sites is 250 MB it
     would otherwise hold for the run beside each Ray worker's own copy.
     """
+    read_dataset.cache_clear()
     load_dataset.cache_clear()
     _shares.cache_clear()
 
 
-def site_data(federation: Federation, site: SiteSettings) -> SiteData:
-    """The data ``site`` trains and evaluates on, with its own held-out test split."""
+def site_data(federation: Federation, site: SiteSettings, checked: bool = True) -> SiteData:
+    """The data ``site`` trains and evaluates on, with its own held-out test split.
+
+    ``checked`` False skips the content checks (``load_dataset``): for a round's
+    handlers, after the roll call checked the same data.
+    """
+    load = load_dataset if checked else read_dataset
     seed = federation.run.seed
     spec = federation.data
     if site.data is not None:
-        dataset = load_dataset(site.data, 1, seed, spec.image_size)
+        dataset = load(site.data, 1, seed, spec.image_size)
         train, test = dataset.train, dataset.test
     else:
         shared = federation.shared_sites()
         position = [s.name for s in shared].index(site.name)
-        dataset = load_dataset(spec.source, len(shared), seed, spec.image_size)
+        dataset = load(spec.source, len(shared), seed, spec.image_size)
         train_parts, test_parts = _shares(
             spec.source, len(shared), spec.partition, spec.alpha, seed, spec.image_size
         )
