@@ -104,7 +104,7 @@ def test_cli_runs_dp_gossip_segmentation_with_no_global_model_and_each_site_keep
     tested = metrics[metrics.split == "test"]
     assert tested.disagreement.notna().all() and tested.auc.isna().all()
     by_round = tested.groupby("round").dice.mean()
-    assert by_round[2] > by_round[1] > 0.2, by_round
+    assert by_round[2] > max(by_round[1], 0.4), by_round
     assert (tested.epsilon > 0).all() and (tested.epsilon <= 8.0).all()
     assert not (run / "model.pt").exists()
     sites = sorted(p.name for p in (run / "sites").iterdir())
