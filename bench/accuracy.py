@@ -61,14 +61,14 @@ def federated(strategy: str, dp: bool, rounds: int, seed: int) -> tuple[float, f
 
 
 def alone(
-    train_set, test_sets: list, fed: Federation, epochs: int, seed: int
+    train_set, test_sets: list, fed: Federation, epochs: int, seed: int, classes: int = 2
 ) -> tuple[float, float]:
     """One model trained on ``train_set`` only, the way a site would without a federation;
     its mean test AUC (Dice for segmentation) and accuracy over ``test_sets``, each at its
     operating point chosen on ``train_set``."""
     torch.manual_seed(seed)
     task = train_set.task
-    spec = ModelSpec.for_images(fed.network_for(task), train_set.sample_shape, 2)
+    spec = ModelSpec.for_images(fed.network_for(task), train_set.sample_shape, classes)
     model = build_model(spec)  # the federation's own default
     steps = steps_per_epoch(len(train_set), fed.run.batch_size)
     dp = None
@@ -82,8 +82,8 @@ def alone(
             fed.learning_rate_for(task), fed.run.lr_schedule, epoch + 1, epochs
         )
         plan = TrainPlan(1, fed.run.batch_size, rate, optimizer=fed.run.optimizer, dp=dp)
-        train(model, train_set, 2, plan, account, seed * 1000 + epoch)
-    scores = [evaluate(model, test, 2, calibration=train_set)[0] for test in test_sets]
+        train(model, train_set, classes, plan, account, seed * 1000 + epoch)
+    scores = [evaluate(model, test, classes, calibration=train_set)[0] for test in test_sets]
     main_score = [s.dice if task == SEGMENTATION else s.auc for s in scores]
     return statistics.mean(main_score), statistics.mean(s.accuracy for s in scores)
 
