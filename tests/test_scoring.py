@@ -7,10 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.metrics import DiceMetric
 from torch.nn import functional as F
 
 from flowerbed.datasets.base import ImageSet
-from flowerbed.hospital_client.scoring import SegmentationTally, operating_point, score
+from flowerbed.hospital_client.scoring import (
+    SegmentationTally,
+    dice_per_class,
+    operating_point,
+    score,
+)
 from flowerbed.hospital_client.training import predict
 from flowerbed.models.factory import build_model
 from flowerbed.protocol.model_spec import ModelSpec
@@ -89,3 +95,20 @@ def test_dice_is_the_mean_over_foreground_classes_and_skips_images_without_the_c
     tally = SegmentationTally(3)
     tally.add(masks_logits(predicted, 3), truth)
     assert tally.scores().dice == pytest.approx((1.0 + 0.0) / 2)
+
+
+@pytest.mark.parametrize("shape", [(12, 10), (6, 7, 5)])
+def test_dice_counted_per_class_is_monais_dice_metric(shape):
+    """The tally counts Dice directly; it must be exactly what MONAI's DiceMetric gives
+    (background excluded, a class absent from a mask not counted for that image)."""
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.randint(0, 3, (8, *shape), generator=generator)
+    masks[0][masks[0] == 2] = 0  # an image without class 2
+    predicted = torch.randint(0, 3, (8, *shape), generator=generator)
+    predicted[1] = masks[1]  # one perfect image
+    one_hot = lambda labels: F.one_hot(labels, 3).movedim(-1, 1)  # noqa: E731
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    expected = metric(one_hot(predicted), one_hot(masks))
+    counted = dice_per_class(predicted, masks, 3)
+    torch.testing.assert_close(counted.float(), expected.float(), equal_nan=True)
+    assert torch.isnan(counted[0, 1]) and torch.equal(counted[1], torch.ones(2).double())

