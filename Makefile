@@ -28,4 +28,4 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix flowerbed tests bench examples
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
