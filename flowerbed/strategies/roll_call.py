@@ -59,8 +59,8 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         if time.monotonic() > deadline:
             raise RunStopped(f"only {len(node_ids)} of {len(names)} sites connected in time")
         time.sleep(CONNECT_POLL_S)
-    query = query_of(federation)  # one per message: the ledger attaches a head to each
-    queries = [
+    query = query_of(federation)  # what the answers are checked against
+    queries = [  # each its own record: the ledger attaches a head to each message's content
         grid.create_message(query_of(federation), f"query.{R.IDENTITY_QUERY}", node, "identity")
         for node in node_ids
     ]
