@@ -174,10 +174,17 @@ class DataSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """DP-SGD defaults; a site's own ``epsilon`` overrides the default budget."""
+    """DP-SGD defaults; a site's own ``epsilon`` overrides the default budget.
+
+    ``epsilon`` is the budget of a site's data set over its whole lifetime,
+    every run it takes part in composed; ``run_epsilon`` caps what one run
+    may spend (default: the whole budget), and is what each run's noise is
+    planned for.
+    """
 
     enabled: bool = True
     epsilon: float = Field(8.0, gt=0, le=1000)
+    run_epsilon: float | None = Field(None, gt=0, le=1000)
     delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
 
@@ -212,6 +219,11 @@ class CoordinatorSettings(_Section):
     """The SuperLink + ServerApp: a party with a country, like every site."""
 
     country: str | None = Field(None, description="default: the first site's country")
+    roster: str | None = Field(
+        None,
+        description="the federation's roster.toml (`flowerbed coordinator roster`), which "
+        "every site pins; deployment needs one, simulation writes its own",
+    )
 
     @field_validator("country", mode="before")
     @classmethod
@@ -331,9 +343,15 @@ class Federation(BaseSettings):
         """Fewest answering sites a round needs: ``[run] min_sites``, at most every site."""
         return min(self.run.min_sites, len(self.sites))
 
-    def budget_of(self, site: SiteSettings) -> float:
-        """The site's epsilon budget for the whole run."""
+    def lifetime_budget_of(self, site: SiteSettings) -> float:
+        """The epsilon budget of the site's data set, over every run."""
         return site.epsilon if site.epsilon is not None else self.privacy.epsilon
+
+    def budget_of(self, site: SiteSettings) -> float:
+        """What one run may spend at the site: its per-run cap, at most its lifetime budget."""
+        lifetime = self.lifetime_budget_of(site)
+        cap = self.privacy.run_epsilon
+        return lifetime if cap is None else min(cap, lifetime)
 
     def shared_sites(self) -> list[SiteSettings]:
         """Sites that take a share of ``[data]`` rather than bringing their own."""
@@ -413,7 +431,9 @@ def resolve_path(value: Any, base: Path) -> Any:
 
 def anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Every path field of a federation (file or flags), resolved against ``base``."""
-    data, run = raw.get("data"), raw.get("run")
+    data, run, coordinator = raw.get("data"), raw.get("run"), raw.get("coordinator")
+    if isinstance(coordinator, dict) and isinstance(coordinator.get("roster"), str):
+        coordinator["roster"] = str((base / Path(coordinator["roster"])).resolve())
     if isinstance(data, dict) and "source" in data:
         data["source"] = resolve_path(data["source"], base)
     if isinstance(run, dict) and "topology" in run:

@@ -25,6 +25,7 @@ from flowerbed.config import (
 from flowerbed.deployment.certificates import CertificateFiles, make_certificates
 from flowerbed.errors import ConfigError
 from flowerbed.hospital_client.site_folder import (
+    SITE_FILE,
     SiteConfig,
     SiteFolder,
     SitePolicy,
@@ -56,7 +57,12 @@ def site_init(
     name: Annotated[str, typer.Option(help="the site's name in the federation, e.g. charite")],
     country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code of the site, e.g. DE")],
     data: Annotated[str, typer.Option(help=".npz, CSV manifest, or synthetic for a trial")],
-    epsilon: Annotated[float, typer.Option(help="privacy budget for a whole run")] = 8.0,
+    epsilon: Annotated[
+        float, typer.Option(help="privacy budget of the data set's whole lifetime, every run")
+    ] = 8.0,
+    run_epsilon: Annotated[
+        float | None, typer.Option(help="at most this much in one run (default: the budget)")
+    ] = None,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="train without DP-SGD")] = False,
     coordinator_country: Annotated[
         str | None, typer.Option(help="country of the coordinator (default: the site's)")
@@ -90,7 +96,9 @@ def site_init(
     settings = _validated(SiteSettings, name=name, country=country, data=data)
     config = SiteConfig(
         site=settings,
-        privacy=_validated(PrivacySettings, enabled=not no_dp, epsilon=epsilon),
+        privacy=_validated(
+            PrivacySettings, enabled=not no_dp, epsilon=epsilon, run_epsilon=run_epsilon
+        ),
         coordinator=_validated(
             CoordinatorSettings, country=coordinator_country or settings.country
         ),
@@ -104,9 +112,10 @@ def site_init(
     console.print(f"site [bold]{name}[/] ({settings.country}): {data_summary}")
     console.print(f"wrote {folder.site_file} and keys in {folder.keys} (mode 0600)")
     console.print(
-        f"send {folder.supernode_public_key} to the coordinator to register this site; "
-        f"then: flowerbed site launch {folder.site_file} --superlink HOST:PORT "
-        "--root-certificates ca.pem"
+        f"send {folder.public_file} (name, country, public keys) and "
+        f"{folder.supernode_public_key} to the coordinator; pin the roster they send back "
+        f"with `flowerbed site pin {folder.site_file} roster.toml SHA256`, then: flowerbed "
+        f"site launch {folder.site_file} --superlink HOST:PORT --root-certificates ca.pem"
     )
 
 
@@ -148,6 +157,53 @@ def site_approve(
     console.print(f"{site_file}: approved app {app.strip().lower()}")
 
 
+@site_commands.command("pin")
+def site_pin(
+    site_file: Annotated[Path, typer.Argument(help="the site's site.toml")],
+    roster: Annotated[Path, typer.Argument(help="the federation's roster.toml")],
+    sha256: Annotated[str, typer.Argument(help="its sha256, as the coordinator announced it")],
+) -> None:
+    """Pin the federation's roster: from now on this site trusts only the keys and countries
+    it lists, and joins only runs of this roster."""
+    from flowerbed.hospital_client.site_roster import pin_roster
+
+    pinned = pin_roster(SiteFolder.load(site_file), roster, sha256.strip().lower())
+    console.print(
+        f"{site_file}: pinned roster {pinned.sha256} ({len(pinned.roster.sites)} sites, "
+        f"coordinator in {pinned.roster.coordinator_country})"
+    )
+
+
+@site_commands.command("budget")
+def site_budget(
+    site: Annotated[Path, typer.Argument(help="the site folder (or its site.toml)")],
+) -> None:
+    """Print the privacy this site's data set spent in each run, and what remains of its
+    lifetime budget, recomputed from the DP steps in its own ledger."""
+    from rich.table import Table
+
+    from flowerbed.hospital_client.lifetime import ledger_history
+    from flowerbed.privacy import rdp
+
+    folder = SiteFolder.load(site / SITE_FILE if site.is_dir() else site)
+    federation = folder.federation
+    delta, budget = federation.privacy.delta, federation.lifetime_budget_of(federation.sites[0])
+    runs = ledger_history(folder.ledger_path)
+    table = Table(title=f"{folder.config.site.name}: privacy spent (delta {delta:g})")
+    for column in ("run", "DP steps", "epsilon"):
+        table.add_column(column, justify="right")
+    for run_id, history in runs.items():
+        table.add_row(str(run_id), str(sum(s for _, _, s in history)),
+                      f"{rdp.epsilon(history, delta):.3f}")  # fmt: skip
+    lifetime = rdp.epsilon([row for history in runs.values() for row in history], delta)
+    console.print(table)
+    console.print(
+        f"lifetime: epsilon {lifetime:.3f} spent of {budget:g} over {len(runs)} runs "
+        f"(composed); {max(budget - lifetime, 0.0):.3f} remains",
+        highlight=False,
+    )
+
+
 app_commands = typer.Typer(no_args_is_help=True, help="The app bundle a deployed run submits.")
 
 
@@ -174,6 +230,22 @@ def coordinator_certs(
     """Make the federation's CA and the SuperLink's TLS certificate."""
     files = make_certificates(out, host)
     console.print(f"wrote {files.ca} (give it to every site) and {files.server_cert}")
+
+
+@coordinator_commands.command("roster")
+def coordinator_roster(
+    public: Annotated[list[Path], typer.Argument(help="each site's public.toml")],
+    country: Annotated[str, typer.Option(help="the coordinator's country, e.g. DE")],
+    out: Annotated[Path, typer.Option(help="roster file to write")] = Path("roster.toml"),
+) -> None:
+    """Build the federation's roster from the sites' public files; print its sha256, which
+    every site pins (`flowerbed site pin`) and the federation file names."""
+    from flowerbed.audit.roster import build_roster, write_roster
+
+    coordinator = _validated(CoordinatorSettings, country=country)
+    sha256 = write_roster(build_roster(public, str(coordinator.country)), out)
+    console.print(f"wrote {out} ({len(public)} sites); its sha256, for every site to pin:")
+    console.print(sha256, highlight=False)
 
 
 @coordinator_commands.command("launch")

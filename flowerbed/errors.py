@@ -28,3 +28,11 @@ class TrainingDiverged(FlowerbedError):
 
 class RunStopped(FlowerbedError):
     """A run ended before its planned rounds (e.g. no site could afford to train)."""
+
+
+class SiteRefused(FlowerbedError):
+    """A site refused an instruction: nothing is sent, the refusal is signed into its ledger.
+
+    The egress guard's refusals, an instruction that contradicts the site's
+    pinned roster, a run its lifetime privacy budget cannot pay for.
+    """

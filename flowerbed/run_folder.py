@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from logging import WARNING
 from pathlib import Path
@@ -30,6 +31,7 @@ from flowerbed.run_layout import (
     LEDGERS_DIR,
     LOG_FILE,
     METRICS_FILE,
+    ROSTER_FILE,
     STATUS_FILE,
 )
 from flowerbed.strategies.observer import SiteRow
@@ -46,6 +48,21 @@ def check_new_run_folder(path: Path) -> None:
     existing = next((p for p in path.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise FlowerbedError(f"--out {path}: {existing} is a file, not a folder; pass another")
+
+
+def _with_roster_copy(federation: Federation, path: Path) -> Federation:
+    """The federation naming its roster's copy in the run folder, which the auditor reads."""
+    source = Path(str(federation.coordinator.roster))
+    try:
+        shutil.copyfile(source, path / ROSTER_FILE)
+    except OSError as err:
+        raise FlowerbedError(f"{source}: cannot copy the roster ({err.strerror})") from None
+    return with_roster(federation, path / ROSTER_FILE)
+
+
+def with_roster(federation: Federation, roster: Path) -> Federation:
+    coordinator = federation.coordinator.model_copy(update={"roster": str(roster)})
+    return federation.model_copy(update={"coordinator": coordinator})
 
 
 class RunFolder:
@@ -80,6 +97,8 @@ class RunFolder:
             raise FlowerbedError(
                 f"--out {path}: cannot create the run folder ({err.strerror}); pass a writable one"
             ) from None
+        if federation.coordinator.roster is not None:
+            federation = _with_roster_copy(federation, path)
         save_federation(federation, path / CONFIG_FILE)
         with open(path / METRICS_FILE, "w", newline="") as out:
             csv.writer(out).writerow(METRIC_COLUMNS)

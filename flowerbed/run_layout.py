@@ -10,7 +10,9 @@ Layout::
     RUN_DIR/status.json     completed, or stopped and why; each site's failures
     RUN_DIR/flower.log      simulation: Flower's log and the sites' tracebacks
     RUN_DIR/ledgers/        one ledger per party: <site>.jsonl and coordinator.jsonl
-    RUN_DIR/sites/          simulated gossip: each site's own model, <site>/model.pt
+    RUN_DIR/roster.toml     the federation's roster the sites pinned (simulation: its own)
+    RUN_DIR/sites/          simulation: each site's keys and public.toml, <site>/keys/;
+                            gossip: its own model, <site>/model.pt
 """
 
 CONFIG_FILE = "config.toml"
@@ -19,3 +21,4 @@ STATUS_FILE = "status.json"
 LOG_FILE = "flower.log"
 LEDGERS_DIR = "ledgers"
 SITES_DIR = "sites"
+ROSTER_FILE = "roster.toml"

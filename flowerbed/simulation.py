@@ -19,17 +19,24 @@ import torch
 from flwr.simulation import run_simulation
 
 from flowerbed.audit.report import write_reports
-from flowerbed.config import Federation
+from flowerbed.audit.roster import PUBLIC_FILE, build_roster, public_toml, write_roster
+from flowerbed.config import Federation, save_federation
 from flowerbed.datasets.source import forget_loaded_data, site_data
 from flowerbed.errors import ConfigError, DataError
 from flowerbed.faults import behave
 from flowerbed.hospital_client.app import make_client_app
+from flowerbed.hospital_client.site_folder import (
+    KEYS_DIR,
+    public_site,
+    write_private,
+    write_site_keys,
+)
 from flowerbed.models.dp_safe import check_fits, preflight
 from flowerbed.models.factory import build_model
 from flowerbed.models.model_file import MODEL_FILE, load_state
 from flowerbed.protocol.model_spec import ModelSpec
-from flowerbed.run_folder import RunFolder, check_new_run_folder
-from flowerbed.run_layout import SITES_DIR
+from flowerbed.run_folder import RunFolder, check_new_run_folder, with_roster
+from flowerbed.run_layout import ROSTER_FILE, SITES_DIR
 from flowerbed.server_app import check_coordinator_residency, make_server_app
 from flowerbed.strategies.gossip import plan_topology
 from flowerbed.strategies.observer import SiteRow
@@ -121,6 +128,22 @@ def _with_consensus(
     return on_round
 
 
+def enrol_sites(federation: Federation, folder: RunFolder) -> None:
+    """Keys for every simulated site in its home, and the federation's roster built from
+    their public files as a coordinator builds it from real sites' (``RUN/roster.toml``,
+    named in ``RUN/config.toml``): every site holds the relay to it, as deployed ones do."""
+    public_files = []
+    for site in federation.sites:
+        home = folder.path / SITES_DIR / site.name
+        write_site_keys(home / KEYS_DIR)
+        public = public_site(site.name, site.country, home / KEYS_DIR)
+        write_private(home / PUBLIC_FILE, public_toml(public))
+        public_files.append(home / PUBLIC_FILE)
+    roster = folder.path / ROSTER_FILE
+    write_roster(build_roster(public_files, federation.coordinator_country), roster)
+    save_federation(with_roster(federation, roster), folder.config_file)
+
+
 def simulate(
     federation: Federation,
     out: Path,
@@ -145,6 +168,7 @@ def simulate(
     spec, task = check_before_start(federation)
     forget_loaded_data()  # the sites load their own; this process trains nothing
     folder = RunFolder.create(out, federation, on_round=on_round)
+    enrol_sites(federation, folder)
     if federation.run.strategy == "gossip":
         folder.on_round = _with_consensus(federation, folder, on_round)
     config_file = folder.config_file.resolve()

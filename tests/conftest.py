@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.supercore.task_identity import TaskIdentity
 from in_process_grid import InProcessGrid
 
+from flowerbed.audit.roster import build_roster, write_roster
 from flowerbed.cli import main
 from flowerbed.config import (
     DataSettings,
@@ -31,12 +33,14 @@ from flowerbed.hospital_client.site_folder import (
     SitePolicy,
     create_site_folder,
 )
+from flowerbed.hospital_client.site_roster import pin_roster
 from flowerbed.models.factory import build_model
 from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_folder import RunFolder
 from flowerbed.run_layout import SITES_DIR
 from flowerbed.server_app import coordinate
+from flowerbed.simulation import enrol_sites
 
 SMALL_CNN = ModelSpec("small-cnn", 2, 1, 2, (28, 28))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -138,17 +142,28 @@ def site_context() -> Context:
 
 
 def deployed_site_folder(
-    root: Path, name: str, country: str, data: str = "synthetic", **policy
+    root: Path, name: str, country: str, data: str = "synthetic", dp: bool = False, **policy
 ) -> SiteFolder:
-    """A real site folder (config and keys) for a hospital on synthetic data, without DP;
-    segmentation data (``synthetic-seg``) at 16 pixels a side."""
+    """A real site folder (config and keys) for a hospital on synthetic data, without DP
+    unless ``dp`` (then with the default budget, epsilon 8 for its lifetime); segmentation
+    data (``synthetic-seg``) at 16 pixels a side."""
     config = SiteConfig(
         site=SiteSettings(name=name, country=country, data=data),
         data=DataSettings(image_size=16 if data == "synthetic-seg" else None),
-        privacy=PrivacySettings(enabled=False),
+        privacy=PrivacySettings(enabled=dp),
         policy=SitePolicy(**policy),
     )
     return create_site_folder(root, config)
+
+
+def pin_roster_of(*folders: SiteFolder) -> str:
+    """A roster of ``folders`` built and pinned in each, as the real commands do; its sha."""
+    root = folders[0].root.parent
+    roster = root / "roster.toml"
+    sha256 = write_roster(build_roster([f.public_file for f in folders], "DE"), roster)
+    for folder in folders:
+        pin_roster(folder, roster, sha256)
+    return sha256
 
 
 def _set_task_identity(patch: pytest.MonkeyPatch) -> None:
@@ -182,15 +197,23 @@ def make_run(path: Path, strategy: str, budget: float = 8.0) -> tuple[Path, InPr
     return run_in_process(path, federation)
 
 
-def run_in_process(path: Path, federation: Federation) -> tuple[Path, InProcessGrid]:
-    """``federation`` run for real (ServerApp, ClientApp, guard, ledgers), grid in-process."""
+def run_in_process(
+    path: Path, federation: Federation, in_transit: Callable[[Message], None] | None = None
+) -> tuple[Path, InProcessGrid]:
+    """``federation`` run for real (ServerApp, ClientApp, guard, ledgers, the sites' keys and
+    roster as the simulation makes them), grid in-process; ``in_transit`` sees (and may
+    alter) each message the relay passes on."""
     folder = RunFolder.create(path / "run", federation)
+    enrol_sites(federation, folder)
+    federation = load_federation(folder.config_file)
     save_federation(federation, path / "federation.toml")
     app = make_client_app(
         str(path / "federation.toml"), str(folder.path / SITES_DIR), str(folder.ledgers),
         act=behave,
     )  # fmt: skip
     grid = InProcessGrid(app, len(federation.sites))
+    if in_transit is not None:
+        grid.in_transit = in_transit
     coordinate(grid, federation, folder)
     return folder.path, grid
 

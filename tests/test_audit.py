@@ -13,17 +13,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import AUDIT_SITES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
-from in_process_grid import FIRST_NODE, InProcessGrid
 
 from flowerbed.audit.ledger import GENESIS_PREVIOUS, entry_hash, head_message, public_key_hex
 from flowerbed.audit.ledgered_grid import as_from_addressees
 from flowerbed.audit.verify import verify_run
 from flowerbed.config import load_federation, save_federation
-from flowerbed.hospital_client.keys import LEDGER_PRIVATE_KEY, LEDGER_STATE
+from flowerbed.hospital_client.site_folder import KEYS_DIR, ledger_key_in
+from flowerbed.run_layout import SITES_DIR
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -60,10 +59,9 @@ def rechain(entries: list[dict], party: str, key: Ed25519PrivateKey) -> list[str
     return out
 
 
-def site_key(grid: InProcessGrid, party: str) -> Ed25519PrivateKey:
-    node = FIRST_NODE + [site["name"] for site in AUDIT_SITES].index(party)
-    raw = bytes(grid.contexts[node].state[LEDGER_STATE][LEDGER_PRIVATE_KEY])
-    return Ed25519PrivateKey.from_private_bytes(raw)
+def site_key(run: Path, party: str) -> Ed25519PrivateKey:
+    """The simulated site's own key, from its home in the run folder."""
+    return ledger_key_in(run / SITES_DIR / party / KEYS_DIR)
 
 
 def test_an_honest_run_verifies(runs):
@@ -162,7 +160,7 @@ def test_two_sites_ledgers_swapped_are_caught(run):
 
 
 def test_an_inserted_transfer_to_a_forbidden_country_is_caught(runs, tmp_path):
-    path, grid = runs["gossip"]
+    path, _ = runs["gossip"]
     run = tmp_path / "run"
     shutil.copytree(path, run)
     federation = load_federation(run / "config.toml")
@@ -171,20 +169,40 @@ def test_an_inserted_transfer_to_a_forbidden_country_is_caught(runs, tmp_path):
     entries = [json.loads(line) for line in lines(run, "paris")]
     forbidden = dict(entries[-1], sealed_for=[{"peer": "berlin", "sha256": "00", "bytes": 1}])
     # Even re-signed with paris's own key, the transfer itself breaks the policy.
-    write(run, "paris", rechain([*entries, forbidden], "paris", site_key(grid, "paris")))
+    write(run, "paris", rechain([*entries, forbidden], "paris", site_key(run, "paris")))
     found = problems(run)
     assert any(p.startswith("paris entry") and "berlin in DE: policy forbids" in p for p in found)
 
 
 def test_a_budget_overrun_is_caught(runs, tmp_path):
-    path, grid = runs["fedavg"]
+    path, _ = runs["fedavg"]
     run = tmp_path / "run"
     shutil.copytree(path, run)
     entries = [json.loads(line) for line in lines(run, "lyon")]
     entries[-1]["epsilon"] = 9.5
-    write(run, "lyon", rechain(entries, "lyon", site_key(grid, "lyon")))
+    write(run, "lyon", rechain(entries, "lyon", site_key(run, "lyon")))
     overrun = f"lyon entry {len(entries) - 1}: epsilon spent 9.500 exceeds budget 8"
     assert overrun in problems(run)
+
+
+@pytest.mark.parametrize("forged", ["a lower claim", "more steps"])
+def test_an_epsilon_its_recorded_dp_steps_do_not_give_is_caught(runs, tmp_path, forged):
+    """The auditor recomputes each site's epsilon from the steps it ledgered (Opacus RDP)."""
+    path, _ = runs["fedavg"]
+    run = tmp_path / "run"
+    shutil.copytree(path, run)
+    entries = [json.loads(line) for line in lines(run, "lyon")]
+    trained = [entry for entry in entries if "dp" in entry]
+    assert trained and all(e["dp"]["delta"] == 1e-5 and e["dp"]["steps"] for e in trained)
+    entry = trained[-1]
+    if forged == "a lower claim":
+        entry["epsilon"] /= 2
+    else:
+        entry["dp"]["steps"] = [steps * 4 for steps in entry["dp"]["steps"]]
+    write(run, "lyon", rechain(entries, "lyon", site_key(run, "lyon")))
+    found = problems(run)
+    said = f"lyon entry {entry['index']}: claims epsilon"
+    assert any(p.startswith(said) and "recorded DP steps give" in p for p in found), found
 
 
 def test_parameters_sent_to_a_party_the_federation_does_not_list_are_caught(runs, tmp_path):

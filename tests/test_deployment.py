@@ -31,13 +31,22 @@ FLOWERBED = str(Path(sys.executable).parent / "flowerbed")
 SITES = {"berlin": "DE", "paris": "FR", "lyon": "FR"}
 UNAPPROVING = ("nantes", "FR")  # registered, but its operator approved no app
 DOOMED = ("hamburg", "DE")  # approved; its SuperNode is killed mid-run by one test
+ROSTER = "roster.toml"  # in the sites' folder: every site pinned it
+DP_SITES = {"munich": "DE", "nice": "FR"}  # under DP-SGD, lifetime budget epsilon 8
 
 
 def write_federation(
-    path: Path, sites: dict[str, str], folders: Path, strategy: str, run: str = "rounds = 2"
+    path: Path,
+    sites: dict[str, str],
+    folders: Path,
+    strategy: str,
+    run: str = "rounds = 2",
+    roster: Path | None = None,
+    dp: bool = False,
 ) -> Path:
     lines = [f'[run]\nstrategy = "{strategy}"\n{run}\ntopology = "complete"\n']
-    lines.append("[privacy]\nenabled = false\n")
+    lines.append(f"[privacy]\nenabled = {str(dp).lower()}\n")
+    lines.append(f'[coordinator]\ncountry = "DE"\nroster = "{roster or folders / ROSTER}"\n')
     for name, country in sites.items():
         key = folders / name / "keys" / "supernode.pub"
         lines.append(
@@ -49,9 +58,9 @@ def write_federation(
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    """A SuperLink with five registered hospitals; four approved this flowerbed's app. They
-    segment (UNet, Dice): deployed classification runs in the README's "Run a real
-    federation" block."""
+    """A SuperLink with seven registered hospitals, which all pinned one roster; six
+    approved this flowerbed's app. Four segment (UNet, Dice) without DP; two classify under
+    DP-SGD, for the lifetime budget."""
     root = tmp_path_factory.mktemp("deployment")
     certificates = make_certificates(root / "certs", ["127.0.0.1", "localhost"])
     folders = root / "sites"
@@ -59,8 +68,11 @@ def federation(tmp_path_factory):
         deployed_site_folder(
             folders / name, name, country, data="synthetic-seg", approved_apps=[app_hash()]
         )
+    for name, country in DP_SITES.items():
+        deployed_site_folder(folders / name, name, country, dp=True, approved_apps=[app_hash()])
     deployed_site_folder(folders / UNAPPROVING[0], *UNAPPROVING)
-    everyone = {**SITES, DOOMED[0]: DOOMED[1], UNAPPROVING[0]: UNAPPROVING[1]}
+    everyone = {**SITES, DOOMED[0]: DOOMED[1], **DP_SITES, UNAPPROVING[0]: UNAPPROVING[1]}
+    pin_a_roster(folders, folders / ROSTER, list(everyone))
     registered = write_federation(root / "registered.toml", everyone, folders, "fedavg")
     address = f"127.0.0.1:{free_port()}"
     processes = Processes(root)
@@ -85,6 +97,23 @@ def federation(tmp_path_factory):
         }  # fmt: skip
     finally:
         processes.stop_all()
+
+
+def pin_a_roster(folders: Path, roster: Path, sites: list[str], pin: bool = True) -> str:
+    """What the coordinator and the sites do: a roster from their public files, built and
+    pinned with the real commands; its sha256."""
+    built = subprocess.run(
+        [FLOWERBED, "coordinator", "roster", *(str(folders / n / "public.toml") for n in sites),
+         "--country", "DE", "--out", str(roster)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    sha256 = built.stdout.split()[-1]
+    for name in sites if pin else []:
+        subprocess.run(
+            [FLOWERBED, "site", "pin", str(folders / name / "site.toml"), str(roster), sha256],
+            capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+    return sha256
 
 
 def run_command(federation: dict, federation_file: Path, out: Path) -> list[str]:
@@ -159,6 +188,49 @@ def test_a_site_refuses_an_app_its_operator_did_not_approve(federation):
     assert refusals and refusals[0]["app"] == app_hash() and "signature" in refusals[-1]
 
 
+def test_a_site_refuses_a_run_of_a_roster_it_did_not_pin(federation):
+    root, folders = federation["root"], federation["folders"]
+    sites = {"berlin": "DE", "paris": "FR"}
+    other = pin_a_roster(folders, root / "other-roster.toml", list(sites), pin=False)
+    spec = write_federation(root / "other-roster-federation.toml", sites, folders, "fedavg",
+                            roster=root / "other-roster.toml")  # fmt: skip
+    result = flowerbed_run(federation, spec, root / "run-other-roster")
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1
+    assert f"the run names roster {other[:12]}, this site pinned roster" in said
+    for name in sites:  # nothing sent, the refusal signed into each site's ledger
+        entries = [json.loads(line) for line in (folders / name / "ledger.jsonl").open()]
+        refused = [e for e in entries if e.get("against_roster")]
+        assert refused and other[:12] in refused[-1]["reason"]
+        assert "signature" in refused[-1]
+
+
+def test_a_second_run_past_a_sites_lifetime_budget_is_refused_by_the_site(federation):
+    root, folders = federation["root"], federation["folders"]
+    spec = write_federation(root / "dp.toml", DP_SITES, folders, "fedavg", "rounds = 1", dp=True)
+    first = flowerbed_run(federation, spec, root / "run-dp-1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    budget = subprocess.run(
+        [FLOWERBED, "site", "budget", str(folders / "munich")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    spent = " ".join(budget.stdout.split())
+    assert budget.returncode == 0 and "spent of 8 over 1 runs" in spent, spent
+    second = flowerbed_run(federation, spec, root / "run-dp-2")
+    said = " ".join(second.stdout.split())
+    assert second.returncode == 1
+    assert "munich refuses this run: its data set has spent epsilon 7.9" in said, said
+    assert "of its lifetime budget 8, and this run plans 7.9" in said
+    entries = [json.loads(line) for line in (folders / "munich" / "ledger.jsonl").open()]
+    refused = [e for e in entries if e.get("kind") == "refused"]
+    assert refused and "refuses this run" in refused[-1]["reason"]
+    assert "signature" in refused[-1] and not refused[-1].get("against_roster")
+    # The first run verifies, its epsilon recomputed from the DP steps the ledgers hold.
+    collect_ledgers(federation, root / "run-dp-1", list(DP_SITES))
+    assert verify_run(root / "run-dp-1").problems == []
+    assert any("dp" in e for e in entries) and any("epsilon_lifetime" in e for e in entries)
+
+
 def test_an_unregistered_site_is_refused_by_the_superlink(federation, tmp_path):
     stranger = deployed_site_folder(tmp_path / "stranger", "stranger", "DE")
     result = subprocess.run(
@@ -193,7 +265,7 @@ ROUND_TIMEOUT_S = 90  # above Flower's heartbeat expiry (2 x 30 s), which ends t
 def test_a_site_killed_mid_run_is_named_missing_and_the_others_finish(federation):
     root = federation["root"]
     sites = {"berlin": "DE", "paris": "FR", DOOMED[0]: DOOMED[1]}
-    run_settings = f"rounds = 3\nround_timeout = {ROUND_TIMEOUT_S}\nmin_sites = 2"
+    run_settings = f"rounds = 2\nround_timeout = {ROUND_TIMEOUT_S}\nmin_sites = 2"
     spec = write_federation(root / "doomed.toml", sites, federation["folders"], "fedavg",
                             run_settings)  # fmt: skip
     run = root / "run-doomed"
@@ -214,20 +286,20 @@ def test_a_site_killed_mid_run_is_named_missing_and_the_others_finish(federation
     assert time.monotonic() - killed_at < ROUND_TIMEOUT_S + 120  # the deadline, plus a round
     assert "failed or missing: hamburg: its SuperNode stopped reporting" in said
     status = json.loads((run / "status.json").read_text())
-    assert status["status"] == "completed" and status["rounds_completed"] == 3
+    assert status["status"] == "completed" and status["rounds_completed"] == 2
     assert any(line.startswith("round 2 train: hamburg:") for line in status["failures"])
     with open(run / "metrics.csv", newline="") as file:
         metrics = list(csv.DictReader(file))
-    for server_round in ("2", "3"):  # the two live sites trained, and only they
+    for server_round in ("2",):  # the two live sites trained, and only they
         trained = {r["site"]: r["status"] for r in metrics
                    if r["round"] == server_round and r["split"] == "train"}  # fmt: skip
         assert trained == {"berlin": "ok", "paris": "ok", "hamburg": "failed"}
     failed = {(r["round"], r["split"], r["site"]) for r in metrics if r["status"] == "failed"}
-    assert failed == {(n, split, "hamburg") for n in ("2", "3") for split in ("train", "test")}
+    assert failed == {("2", split, "hamburg") for split in ("train", "test")}
     collect_ledgers(federation, run, list(sites))
     assert verify_run(run).problems == []
     report = build_report(run)
-    assert {(f["round"], f["site"]) for f in report.failed} >= {(2, "hamburg"), (3, "hamburg")}
+    assert {(f["round"], f["site"]) for f in report.failed} >= {(2, "hamburg")}
 
 
 def wait_for_rows(metrics: Path, wanted, count: int, timeout: float = 240) -> list[dict]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import deployed_site_folder
+from conftest import deployed_site_folder, pin_roster_of
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -207,6 +207,7 @@ def test_a_deployed_sites_ledger_is_its_own_file_fsynced_entry_by_entry(tmp_path
         return Message(honest(msg), reply_to=msg)
 
     folder = deployed_site_folder(tmp_path / "berlin", "berlin", "DE")
+    pin_roster_of(folder)
     own = folder.ledger_path
     node_config = {"site": str(folder.site_file)}
     reply = app(instruction(), Context(1, 1, node_config, RecordDict(), {}))

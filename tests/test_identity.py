@@ -41,7 +41,7 @@ def test_a_site_folder_is_created_private_with_its_keys_and_never_overwritten(tm
     files = [p for p in folder.root.rglob("*") if p.is_file()]
     assert {p.relative_to(folder.root).as_posix() for p in files} == {
         "site.toml", "keys/ledger.pem", "keys/sealing.pem", "keys/supernode.pem",
-        "keys/supernode.pub",
+        "keys/supernode.pub", "public.toml",
     }  # fmt: skip
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
     assert stat.S_IMODE(folder.keys.stat().st_mode) == 0o700

@@ -145,8 +145,8 @@ def test_a_site_that_answers_with_other_code_stops_the_run_and_verify_names_it(
     which code it claimed."""
     honest = app.roll_call_answer
 
-    def paris_runs_other_code(context, federation, site, query):
-        answer = honest(context, federation, site, query)
+    def paris_runs_other_code(context, federation, site, query, homes):
+        answer = honest(context, federation, site, query, homes)
         if site.name == "paris":
             answer[R.SITE][R.SITE_NETWORK_CODE] = "f" * 64
         return answer

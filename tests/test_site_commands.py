@@ -10,7 +10,7 @@ import hashlib
 import socket
 
 import pytest
-from conftest import deployed_site_folder, flowerbed
+from conftest import deployed_site_folder, flowerbed, pin_roster_of
 from flwr.cli.build import build_fab_from_disk
 from loopback import free_port
 
@@ -64,6 +64,10 @@ def test_bad_input_is_one_line_and_nothing_starts(tmp_path, monkeypatch, capsys,
     )
     keyless = tmp_path / "keyless.toml"
     keyless.write_text('[[sites]]\nname = "a"\ncountry = "DE"\n')
+    pin_roster_of(site)
+    rostered = tmp_path / "rostered.toml"
+    rostered.write_text('[coordinator]\nroster = "roster.toml"\n[[sites]]\nname = "berlin"\n'
+                        'country = "DE"\n')  # fmt: skip
     launch = ["site", "launch", str(site.site_file)]
     unused = f"127.0.0.1:{free_port()}"
     cases = [
@@ -91,6 +95,8 @@ def test_bad_input_is_one_line_and_nothing_starts(tmp_path, monkeypatch, capsys,
         (["coordinator", "launch", str(keyless), "--certificates", str(tmp_path)],
          "ca.pem: no such file"),
         (["run", str(keyless), "--superlink", unused, "--root-certificates", str(ca)],
+         "keyless.toml: names no roster, and sites join only runs of the roster they pinned"),
+        (["run", str(rostered), "--superlink", unused, "--root-certificates", str(ca)],
          f"cannot reach the SuperLink at {unused}"),
     ]  # fmt: skip
     for arguments, expected in cases:

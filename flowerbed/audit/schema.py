@@ -88,10 +88,12 @@ def flag_entry(
     return fields
 
 
-def refused_entry(server_round: int, peer: str, peer_country: str, reason: str) -> dict[str, Any]:
-    """A reply the site's egress guard stopped: nothing was sent."""
+def refused_entry(
+    run: int, server_round: int, peer: str, peer_country: str, reason: str
+) -> dict[str, Any]:
+    """An instruction the site refused (its guard, its roster, its budget): nothing was sent."""
     return {
-        "direction": "out", "kind": REFUSED, "round": server_round, "peer": peer,
+        "direction": "out", "kind": REFUSED, "run": run, "round": server_round, "peer": peer,
         "peer_country": peer_country, "reason": reason,
     }  # fmt: skip
 
@@ -113,3 +115,21 @@ def failure_entry(
     if code is not None:
         entry["code"] = code
     return {**entry, "reason": reason, "undelivered": undelivered}
+
+
+DP = "dp"  # a DP round's outgoing entry: the steps it took, what its epsilon depends on
+
+
+def dp_field(
+    noise: list[float], sample_rate: list[float], steps: list[int], delta: float
+) -> dict[str, Any]:
+    return {"noise": noise, "sample_rate": sample_rate, "steps": steps, "delta": delta}
+
+
+def dp_history(entry: dict[str, Any]) -> list[tuple[float, float, int]]:
+    """The (noise multiplier, sample rate, steps) an entry records; empty if none."""
+    dp = entry.get(DP)
+    if not isinstance(dp, dict):
+        return []
+    rows = zip(dp.get("noise", []), dp.get("sample_rate", []), dp.get("steps", []), strict=False)
+    return [(float(n), float(q), int(s)) for n, q, s in rows]

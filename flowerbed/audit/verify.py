@@ -3,8 +3,11 @@
 A run passes only when every party's ledger is an intact chain whose signed
 heads are its own, every transfer is recorded alike by sender and receiver,
 every head a peer recorded matches the sender's ledger, no transfer broke
-the residency policy and no site spent more than its privacy budget. Each
-failure is one ``Problem``: the party, the entry, what is wrong.
+the residency policy, every epsilon a site claims is what its recorded DP
+steps give (recomputed here with Opacus's RDP analysis) and no site spent
+more than its privacy budget, for the run or over its data set's lifetime.
+Where the run folder holds the roster the sites pinned, every ledger is held
+to it too. Each failure is one ``Problem``: the party, the entry, what is wrong.
 
 Nothing here trusts a ledger before checking it: the public key a signature
 is checked against comes from the genesis entry, and a party that rewrites
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,15 @@ from flowerbed.audit.ledger import (
     verify_signature,
 )
 from flowerbed.audit.residency import ResidencyPolicy
-from flowerbed.audit.schema import GENESIS, NETWORK
+from flowerbed.audit.roster import Roster, read_roster
+from flowerbed.audit.schema import DP, GENESIS, NETWORK, dp_history
 from flowerbed.config import COORDINATOR, Federation, load_federation
 from flowerbed.errors import FlowerbedError
-from flowerbed.run_layout import CONFIG_FILE, LEDGERS_DIR
+from flowerbed.privacy import rdp
+from flowerbed.run_layout import CONFIG_FILE, LEDGERS_DIR, ROSTER_FILE
 
 EPSILON_SLACK = 1e-9
+EPSILON_TOLERANCE = 1e-6  # relative: the site computed with the same function and floats
 
 
 @dataclass(frozen=True)
@@ -86,14 +93,59 @@ def verify_run(run_dir: Path) -> Verdict:
         if party not in ledgers:
             problems.append(Problem(party, None, "no ledger in the run folder"))
     policy = ResidencyPolicy(federation.residency)
+    runs = _runs_of(ledgers.get(COORDINATOR))
     for ledger in ledgers.values():
         _check_budget_and_policy(ledger, federation, policy, problems)
-    runs = _runs_of(ledgers.get(COORDINATOR))
+        _check_privacy(ledger, federation, runs, problems)
     listed = {COORDINATOR, *(site.name for site in federation.sites)}
     _check_anchors(ledgers, listed, runs, problems)
     _check_transfers(ledgers, listed, runs, problems)
     _check_network(ledgers, runs, problems)
+    if (run_dir / ROSTER_FILE).is_file():
+        _check_roster(read_roster(run_dir / ROSTER_FILE).roster, ledgers, runs, problems)
     return Verdict(federation, ledgers, problems)
+
+
+def _check_roster(
+    roster: Roster, ledgers: dict[str, PartyLedger], runs: set[int] | None, problems: list[Problem]
+) -> None:
+    """Every party's ledger against the roster the sites pinned: a site's ledger signed
+    under its roster key, from its roster country; every sealed update addressed to a
+    country the roster places its receiver in; and every instruction a site refused
+    because it contradicted the roster (a relay handing out other keys or countries)."""
+    coordinator = ledgers.get(COORDINATOR)
+    if coordinator is not None and coordinator.country != roster.coordinator_country:
+        problems.append(
+            Problem(COORDINATOR, 0, f"in {coordinator.country}, the roster says "
+                    f"{roster.coordinator_country}")
+        )  # fmt: skip
+    for party, ledger in ledgers.items():
+        if party == COORDINATOR:
+            continue
+        entry = roster.site(party)
+        if entry is None:
+            problems.append(Problem(party, 0, "a site the roster does not list"))
+            continue
+        if ledger.public_key != entry.ledger_key:
+            problems.append(
+                Problem(party, 0, "ledger signed under a key that is not its roster key")
+            )
+        if ledger.country != entry.country:
+            problems.append(Problem(party, 0, f"says {ledger.country}, the roster {entry.country}"))
+        for item in ledger.entries:
+            if not _in_runs(item, runs):
+                continue
+            if item.get("against_roster"):
+                problems.append(
+                    Problem(party, item["index"], f"refused an instruction: {item.get('reason')}")
+                )
+            for sealed in item.get("sealed_for", []):
+                peer = roster.site(sealed["peer"])
+                if peer is None or sealed.get("country") not in (None, peer.country):
+                    problems.append(
+                        Problem(party, item["index"], f"sealed for {sealed['peer']} in "
+                                f"{sealed.get('country')}, not where the roster places it")
+                    )  # fmt: skip
 
 
 def _check_network(
@@ -192,15 +244,9 @@ def _check_budget_and_policy(
     problems: list[Problem],
 ) -> None:
     site = next((s for s in federation.sites if s.name == ledger.party), None)
-    budget = federation.budget_of(site) if site is not None else None
     own = ledger.country or ""
     for entry in ledger.entries:
         index = entry["index"]
-        spent = entry.get("epsilon")
-        if budget is not None and spent is not None and spent > budget + EPSILON_SLACK:
-            problems.append(
-                Problem(ledger.party, index, f"epsilon spent {spent:.3f} exceeds budget {budget:g}")
-            )
         if entry.get("direction") != "out":
             continue
         if "arrays" in entry.get("carries", []) and site is not None:
@@ -219,6 +265,52 @@ def _check_budget_and_policy(
                         f"sent a model update to {sealed['peer']} in {country}: policy forbids",
                     )
                 )
+
+
+def _check_privacy(
+    ledger: PartyLedger, federation: Federation, runs: set[int] | None, problems: list[Problem]
+) -> None:
+    """Every epsilon a site's ledger claims, recomputed from the DP steps its entries record
+    (noise multiplier, sample rate, steps, delta) with Opacus's RDP analysis: the run's, and
+    the lifetime's over every run in the ledger. A claim the steps do not give, or a spend
+    past the budget, is a problem; the site's own number is not trusted."""
+    site = next((s for s in federation.sites if s.name == ledger.party), None)
+    if site is None:
+        return
+    budgets = {"epsilon": federation.budget_of(site),
+               "epsilon_lifetime": federation.lifetime_budget_of(site)}  # fmt: skip
+    by_run: dict[Any, list[tuple[float, float, int]]] = defaultdict(list)
+    lifetime: list[tuple[float, float, int]] = []
+    delta = federation.privacy.delta
+    for entry in ledger.entries:
+        rows = dp_history(entry)
+        if rows:
+            by_run[entry.get("run")].extend(rows)
+            lifetime.extend(rows)
+            delta = float(entry[DP]["delta"])
+        for key, history in (("epsilon", by_run[entry.get("run")]),
+                             ("epsilon_lifetime", lifetime)):  # fmt: skip
+            claimed = entry.get(key)
+            if claimed is None:
+                continue
+            recomputed = _epsilon(tuple(history), delta)
+            what = "lifetime epsilon" if key == "epsilon_lifetime" else "epsilon"
+            if abs(float(claimed) - recomputed) > EPSILON_TOLERANCE * max(1.0, recomputed):
+                problems.append(
+                    Problem(ledger.party, entry["index"], f"claims {what} {claimed:.4f}, its "
+                            f"recorded DP steps give {recomputed:.4f} (Opacus RDP)")
+                )  # fmt: skip
+            spent = max(float(claimed), recomputed)
+            if _in_runs(entry, runs) and spent > budgets[key] + EPSILON_SLACK:
+                problems.append(
+                    Problem(ledger.party, entry["index"],
+                            f"{what} spent {spent:.3f} exceeds budget {budgets[key]:g}")
+                )  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    return rdp.epsilon(list(history), delta)
 
 
 def _check_anchors(

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from flowerbed.audit.roster import federation_roster
 from flowerbed.config import load_federation
 from flowerbed.deployment.app_bundle import app_hash, write_app
 from flowerbed.deployment.flwr_cli import FlwrCli
@@ -43,7 +44,13 @@ def submit_run(
 ) -> None:
     """Submit, follow, and raise ``FlowerbedError`` unless the run completed every round."""
     federation_file = Path(federation_file).resolve()
-    load_federation(federation_file)  # a bad file fails here, not inside the ServerApp
+    federation = load_federation(federation_file)  # a bad file fails here, not in the ServerApp
+    if federation_roster(federation) is None:
+        raise FlowerbedError(
+            f"{federation_file}: names no roster, and sites join only runs of the roster they "
+            'pinned; name it in the coordinator table, roster = "roster.toml" (`flowerbed '
+            "coordinator roster` builds it)"
+        )
     out = Path(out).resolve()
     check_new_run_folder(out)
     host, port = parse_address(superlink, "--superlink")

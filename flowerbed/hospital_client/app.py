@@ -46,7 +46,7 @@ def make_client_app(
         return resolve_site(context, None if path is None else str(path))
 
     app = ClientApp(
-        mods=[make_site_errors_mod(site_of, log_file), make_audit_mod(site_of, ledgers)]
+        mods=[make_site_errors_mod(site_of, log_file), make_audit_mod(site_of, ledgers, homes)]
     )
 
     @app.train()
@@ -61,7 +61,9 @@ def make_client_app(
     @app.query(R.IDENTITY_QUERY)
     def _identity(msg: Message, context: Context) -> Message:
         federation, site = site_of(context)
-        return Message(roll_call_answer(context, federation, site, msg.content), reply_to=msg)
+        return Message(
+            roll_call_answer(context, federation, site, msg.content, homes), reply_to=msg
+        )
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

@@ -22,19 +22,23 @@ from flwr.app import Context, Message, RecordDict
 
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
 from flowerbed.audit.ledger import Ledger
-from flowerbed.audit.schema import refused_entry
+from flowerbed.audit.schema import DP, dp_field, refused_entry
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
-from flowerbed.hospital_client.egress_guard import EgressRefused, check_inbound, check_outbound
-from flowerbed.hospital_client.keys import ledger_key
+from flowerbed.errors import SiteRefused
+from flowerbed.hospital_client.egress_guard import check_inbound, check_outbound
+from flowerbed.hospital_client.keys import ledger_key, site_home
 from flowerbed.hospital_client.local_round import spent
 from flowerbed.hospital_client.site_folder import deployed_site
+from flowerbed.hospital_client.site_roster import RosterRefused, check_roster, site_roster
 from flowerbed.protocol import records as R
 
 SiteOf = Callable[[Context], tuple[Federation, SiteSettings]]
 CallNext = Callable[[Message, Context], Message]
 
 
-def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger | None:
+def _ledger(
+    context: Context, site: SiteSettings, ledgers: str | None, homes: str | None
+) -> Ledger | None:
     """A deployed site's own ledger, durable; or its simulated one."""
     folder = deployed_site(context)
     if folder is not None:
@@ -43,7 +47,8 @@ def _ledger(context: Context, site: SiteSettings, ledgers: str | None) -> Ledger
         path, durable = Path(ledgers) / f"{site.name}.jsonl", False
     else:
         return None
-    return Ledger.open(path, site.name, site.country, ledger_key(context), durable=durable)
+    key = ledger_key(context, site_home(homes, site.name))
+    return Ledger.open(path, site.name, site.country, key, durable=durable)
 
 
 # What a reply's test scores put in the ledger entry (and so in the report): the leak
@@ -78,12 +83,28 @@ def _network_code(content: RecordDict) -> dict[str, str]:
     return {"network_sha256": str(site[R.SITE_NETWORK_CODE])}
 
 
-def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
-    """The mod for ``ClientApp(mods=[...])``; ``site_of`` resolves the site from the context."""
+def _dp_steps(content: RecordDict) -> dict:
+    """A DP round's steps and the lifetime spend after them, which a train reply declares:
+    the ledger is the site's record across runs, and what ``audit verify`` recomputes from."""
+    metrics = content.metric_records.get(R.METRICS)
+    if metrics is None or R.DP_STEPS not in metrics:
+        return {}
+    steps = dp_field(
+        [float(n) for n in metrics[R.DP_NOISE]],
+        [float(q) for q in metrics[R.DP_SAMPLE_RATE]],
+        [int(s) for s in metrics[R.DP_STEPS]],
+        float(metrics[R.DP_DELTA]),
+    )
+    return {DP: steps, "epsilon_lifetime": float(metrics[R.EPSILON_LIFETIME])}
+
+
+def make_audit_mod(site_of: SiteOf, ledgers: str | None, homes: str | None = None) -> Callable:
+    """The mod for ``ClientApp(mods=[...])``; ``site_of`` resolves the site from the context,
+    ``homes`` holds simulated sites' keys (``keys.site_home``)."""
 
     def audit_mod(msg: Message, context: Context, call_next: CallNext) -> Message:
         federation, site = site_of(context)
-        ledger = _ledger(context, site, ledgers)
+        ledger = _ledger(context, site, ledgers, homes)
         kind, round_ = msg.metadata.message_type, server_round(msg.content)
         coordinator = federation.coordinator_country
 
@@ -101,16 +122,22 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
             sealed_from=sealed_list(msg.content.config_records.get(R.INBOX)),
         )  # fmt: skip
         try:
+            pinned = site_roster(context, federation)
+            if pinned is not None:
+                check_roster(msg, pinned)
             check_inbound(msg, federation)
             reply = call_next(msg, context)
             if reply.has_error():
                 return reply
             check_outbound(reply.content, msg, federation, site)
-        except EgressRefused as refusal:
+        except SiteRefused as refusal:
             if ledger is not None:
-                ledger.append(
-                    refused_entry(round_, COORDINATOR, coordinator, str(refusal)), sign=True
+                entry = refused_entry(
+                    msg.metadata.run_id, round_, COORDINATOR, coordinator, str(refusal)
                 )
+                if isinstance(refusal, RosterRefused):
+                    entry["against_roster"] = True
+                ledger.append(entry, sign=True)
             raise
         countries = {s.name: s.country for s in federation.sites}
         declared = msg.content.config_records.get(R.PEER_COUNTRIES)
@@ -121,6 +148,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None) -> Callable:
             sealed_for=sealed_list(reply.content.config_records.get(R.SEALED), countries),
             **_test_scores(reply.content),
             **_network_code(reply.content),
+            **_dp_steps(reply.content),
         )  # fmt: skip
         if entry is not None:
             attach_head(reply.content, ledger, entry)

@@ -30,9 +30,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flowerbed.audit.residency import ResidencyPolicy
 from flowerbed.catalogue import TASKS
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
-from flowerbed.errors import FlowerbedError
+from flowerbed.errors import SiteRefused
 from flowerbed.honesty import reasons
 from flowerbed.honesty.sketch import SKETCH_SIZE, valid_sketch
+from flowerbed.hospital_client.site_folder import is_sha256
 from flowerbed.models.factory import build_model
 from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
@@ -42,7 +43,7 @@ INBOUND = {name: ArrayRecord if name == R.ARRAYS else ConfigRecord for name in R
 FLOAT_KINDS = ("f",)
 
 
-class EgressRefused(FlowerbedError):
+class EgressRefused(SiteRefused):
     """The guard stopped a message; the reason names the record and why."""
 
 
@@ -131,26 +132,28 @@ def _parameter_problems(arrays: ArrayRecord, spec: ModelSpec | None) -> Iterator
             yield f"array {name!r} {array.dtype}{list(array.shape)} is not a declared parameter"
 
 
+MAX_DP_ROWS = 64  # distinct (noise, sample rate) pairs in one round: in practice one or two
+
+
 def _metric_problems(name: str, record: MetricRecord) -> Iterator[str]:
     for key, value in record.items():
         if key not in R.DECLARED_METRICS:
             yield f"metric {key!r} in {name!r} is not declared"
+        elif key in R.DP_HISTORY:
+            if not (isinstance(value, list) and len(value) <= MAX_DP_ROWS):
+                yield f"metric {key!r} in {name!r} is not a short list of numbers"
         elif not isinstance(value, int | float):
             yield f"metric {key!r} in {name!r} is not a single number"
 
 
 def _probe_problems(record: ConfigRecord) -> Iterator[str]:
     """A probe answer is one SHA-256 digest and at most a sketch of the model, nothing else."""
-    if not set(record.keys()) <= {R.PROBE_DIGEST, R.PROBE_SKETCH} or not _is_sha256(
+    if not set(record.keys()) <= {R.PROBE_DIGEST, R.PROBE_SKETCH} or not is_sha256(
         record.get(R.PROBE_DIGEST)
     ):
         yield "probe answer is not a single sha256 digest"
     if R.PROBE_SKETCH in record and valid_sketch(record[R.PROBE_SKETCH]) is None:
         yield f"probe sketch is not {SKETCH_SIZE} finite numbers"
-
-
-def _is_sha256(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
 
 
 def _flag_problems(record: ConfigRecord, instruction: Message) -> Iterator[str]:
@@ -183,7 +186,7 @@ def _site_problems(record: ConfigRecord, site: SiteSettings) -> Iterator[str]:
             yield "site record's class count is not a number"
         elif key == R.SITE_TASK and value not in TASKS:
             yield "site record's task is not classification or segmentation"
-        elif key == R.SITE_NETWORK_CODE and not _is_sha256(value):
+        elif key == R.SITE_NETWORK_CODE and not is_sha256(value):
             yield "site record's network code is not a sha256 digest"
 
 

@@ -20,7 +20,6 @@ mixing models already released under DP costs no privacy.
 from __future__ import annotations
 
 from logging import WARNING
-from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -33,7 +32,7 @@ from flowerbed.honesty.neighbours import Neighbours, check_neighbours, non_finit
 from flowerbed.honesty.probe import probe_answer
 from flowerbed.honesty.sketch import sketch
 from flowerbed.hospital_client.identity import site_record
-from flowerbed.hospital_client.keys import sealing_keys
+from flowerbed.hospital_client.keys import sealing_keys, site_home
 from flowerbed.hospital_client.local_round import Act, honest, site_turn, test_metrics
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.site_folder import deployed_site
@@ -97,7 +96,7 @@ def gossip_round(
     """
     config = msg.content[R.CONFIG]
     spec = ModelSpec.from_config(config)
-    keys = sealing_keys(context)
+    keys = sealing_keys(context, site_home(homes, site.name))
     data = site_data(federation, site, checked=False)  # the roll call checked it
     own = _own_state(context, spec, int(config[R.SEED]))
     neighbours, rejected = _open_inbox(msg, keys, site.name, own)
@@ -151,9 +150,8 @@ def _save_home(
 ) -> None:
     """Keep the site's current model at home, where the site (not the relay) can use it."""
     folder = deployed_site(context)
-    home = folder.home if folder is not None else homes and Path(homes) / name
-    if not home:
+    path = folder.home if folder is not None else site_home(homes, name)
+    if path is None:
         return
-    path = Path(str(home))
     path.mkdir(parents=True, exist_ok=True)
     save_model(path / MODEL_FILE, state, spec)

@@ -24,7 +24,9 @@ from flowerbed.catalogue import is_own_network
 from flowerbed.config import Federation, SiteSettings, load_federation
 from flowerbed.datasets.source import site_data
 from flowerbed.errors import ConfigError, ModelError
-from flowerbed.hospital_client.keys import sealing_keys
+from flowerbed.hospital_client.keys import sealing_keys, site_home
+from flowerbed.hospital_client.lifetime import check_affordable
+from flowerbed.hospital_client.local_round import planned_steps
 from flowerbed.hospital_client.site_folder import deployed_site
 from flowerbed.models.factory import network_code
 from flowerbed.protocol import records as R
@@ -66,10 +68,17 @@ def site_record(site: SiteSettings) -> ConfigRecord:
 
 
 def roll_call_answer(
-    context: Context, federation: Federation, site: SiteSettings, query: RecordDict
+    context: Context,
+    federation: Federation,
+    site: SiteSettings,
+    query: RecordDict,
+    homes: str | None = None,
 ) -> RecordDict:
     """The roll-call answer: name, country, public key (what the relay forwards to this
     site's neighbours) and the kind of images it holds (so one model fits every site).
+
+    A site under DP prices the run first: ``BudgetRefused`` if the steps it plans would
+    take its data set past its lifetime budget (``lifetime.check_affordable``).
 
     A query that names an own network (``package.module:function``) carries the
     sha256 of the coordinator's copy of its source; the site answers only if
@@ -78,11 +87,14 @@ def roll_call_answer(
     """
     data = site_data(federation, site)
     record = site_record(site)
-    record[R.SITE_PUBLIC_KEY] = sealing_keys(context).public_bytes()
+    record[R.SITE_PUBLIC_KEY] = sealing_keys(context, site_home(homes, site.name)).public_bytes()
     record[R.SITE_SAMPLE_SHAPE] = [int(d) for d in data.sample_shape]
     record[R.SITE_CLASSES] = int(data.num_classes)
     record[R.SITE_TASK] = data.task
     asked = query.config_records.get(R.CONFIG, ConfigRecord())
+    if federation.privacy.enabled and R.NUM_ROUNDS in asked:
+        planned = planned_steps(federation, site, len(data.train), asked)
+        check_affordable(context, federation, site, planned)
     network = str(asked.get(R.NETWORK_QUERY, ""))
     if is_own_network(network):
         record[R.SITE_NETWORK_CODE] = own_network_code(

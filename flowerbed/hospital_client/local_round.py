@@ -24,6 +24,7 @@ from torch import nn
 
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.base import SiteData
+from flowerbed.hospital_client.lifetime import earlier_runs
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import (
     DPPlan,
@@ -34,6 +35,7 @@ from flowerbed.hospital_client.training import (
     train,
 )
 from flowerbed.privacy.accounting import STATE_KEY, BudgetExhausted, PrivacyAccount, plan_noise
+from flowerbed.privacy.rdp import History
 from flowerbed.protocol import records as R
 
 State = dict[str, torch.Tensor]
@@ -113,20 +115,23 @@ def train_locally(
     account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
     privacy = federation.privacy
     budget = federation.budget_of(site)
-    steps = steps_per_epoch(len(data.train), int(config[R.BATCH_SIZE]))
-    dp = None
+    dp, before = None, earlier_runs(context)
     if privacy.enabled:
-        dp = DPPlan(
-            plan_noise(budget, privacy.delta, 1 / steps, steps * _planned_epochs(config)),
-            privacy.max_grad_norm,
-        )
-        after = account.epsilon_after(
-            dp.noise_multiplier, 1 / steps, steps * int(config[R.LOCAL_EPOCHS]), privacy.delta
-        )
-        if after > budget:
-            refusal = BudgetExhausted(site.name, account.epsilon(privacy.delta), after, budget)
-            log(WARNING, "%s", refusal)
-            return _refusal_metrics(refusal)
+        noise, rate, _ = planned_steps(federation, site, len(data.train), config)[0]
+        dp = DPPlan(noise, privacy.max_grad_norm)
+        epoch = steps_per_epoch(len(data.train), int(config[R.BATCH_SIZE]))
+        round_steps = epoch * int(config[R.LOCAL_EPOCHS])
+        for of, limit, earlier in (
+            ("run", budget, []),
+            ("lifetime", federation.lifetime_budget_of(site), before),
+        ):
+            after = account.epsilon_after(noise, rate, round_steps, privacy.delta, earlier)
+            if after > limit:
+                spent_so_far = account.epsilon(privacy.delta, earlier)
+                refusal = BudgetExhausted(site.name, spent_so_far, after, limit, of)
+                log(WARNING, "%s", refusal)
+                return _refusal_metrics(refusal)
+    untrained = PrivacyAccount(list(account.history))
     plan = TrainPlan(
         epochs=int(config[R.LOCAL_EPOCHS]),
         batch_size=int(config[R.BATCH_SIZE]),
@@ -149,7 +154,27 @@ def train_locally(
     scores = train(model, data.train, data.num_classes, plan, account, seed)
     if account.history:
         context.state[STATE_KEY] = account.to_record()
-    return metrics_of(scores, account.epsilon(privacy.delta), budget)
+    metrics = metrics_of(scores, account.epsilon(privacy.delta), budget)
+    taken = account.since(untrained)
+    if taken:  # what the ledger keeps, and the auditor recomputes the epsilon from
+        noises, rates, steps = (list(column) for column in zip(*taken, strict=True))
+        metrics[R.DP_NOISE], metrics[R.DP_SAMPLE_RATE], metrics[R.DP_STEPS] = noises, rates, steps
+        metrics[R.DP_DELTA] = privacy.delta
+        metrics[R.EPSILON_LIFETIME] = account.epsilon(privacy.delta, before)
+    return metrics
+
+
+def planned_steps(
+    federation: Federation, site: SiteSettings, train_size: int, config: ConfigRecord
+) -> History:
+    """The DP-SGD steps the whole run plans at this site, as one (noise multiplier, sample
+    rate, steps): the noise that spends the run's budget over every planned step."""
+    steps = steps_per_epoch(train_size, int(config[R.BATCH_SIZE]))
+    total = steps * _planned_epochs(config)
+    privacy = federation.privacy
+    return [
+        (plan_noise(federation.budget_of(site), privacy.delta, 1 / steps, total), 1 / steps, total)
+    ]
 
 
 def test_metrics(

@@ -7,6 +7,8 @@ Layout (``flowerbed site init`` writes it, every file mode 0600, folders 0700)::
     SITE_DIR/keys/sealing.pem       X25519: opens gossip payloads sealed for this site
     SITE_DIR/keys/supernode.pem     ECDSA P-384: Flower authenticates the SuperNode with it
     SITE_DIR/keys/supernode.pub     its public half (OpenSSH), for the coordinator to register
+    SITE_DIR/public.toml            name, country and public keys, for the federation's roster
+    SITE_DIR/roster.toml            the roster the operator pinned (``flowerbed site pin``)
     SITE_DIR/ledger.jsonl           the site's ledger, fsynced entry by entry
     SITE_DIR/home/model.pt          in gossip runs, the site's own model
 
@@ -32,6 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import Context
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flowerbed.audit.roster import (
+    PUBLIC_FILE,
+    ROSTER_FILE,
+    PinnedRoster,
+    RosterSite,
+    public_toml,
+    read_roster,
+)
 from flowerbed.catalogue import check_network
 from flowerbed.config import (
     CoordinatorSettings,
@@ -76,6 +86,9 @@ class SitePolicy(BaseModel):
         description="this site's own network (package.module:function), built when the "
         "coordinator names it; built-in networks need no entry",
     )
+    roster: str | None = Field(
+        None, description="sha256 of the federation roster this site pinned (roster.toml)"
+    )
 
     @field_validator("network")
     @classmethod
@@ -91,12 +104,29 @@ class SitePolicy(BaseModel):
     @classmethod
     def _sha256(cls, hashes: list[str]) -> list[str]:
         for value in hashes:
-            if len(value) != APP_HASH_LENGTH or not all(c in "0123456789abcdef" for c in value):
+            if not is_sha256(value):
                 raise ValueError(
                     f"{value!r} is not a sha256 app hash; use the 64 hex digits that "
                     "`flowerbed app hash` prints"
                 )
         return hashes
+
+    @field_validator("roster")
+    @classmethod
+    def _roster_sha256(cls, value: str | None) -> str | None:
+        if value is not None and not is_sha256(value):
+            raise ValueError(
+                f"{value!r} is not a sha256; use the 64 hex digits `coordinator roster` printed"
+            )
+        return value
+
+
+def is_sha256(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == APP_HASH_LENGTH
+        and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 class SiteConfig(BaseModel):
@@ -178,13 +208,46 @@ class SiteFolder:
     def supernode_public_key(self) -> Path:
         return self.keys / SUPERNODE_PUBLIC_KEY
 
+    @property
+    def public_file(self) -> Path:
+        return self.root / PUBLIC_FILE
+
+    @property
+    def roster_file(self) -> Path:
+        return self.root / ROSTER_FILE
+
     @cached_property
     def ledger_key(self) -> Ed25519PrivateKey:
-        return _private_key(self.keys / LEDGER_KEY, Ed25519PrivateKey)
+        return ledger_key_in(self.keys)
 
     @cached_property
     def sealing_keys(self) -> SiteKeys:
-        return SiteKeys(_private_key(self.keys / SEALING_KEY, X25519PrivateKey))
+        return sealing_keys_in(self.keys)
+
+    @cached_property
+    def pinned_roster(self) -> PinnedRoster | None:
+        """The roster this site's operator pinned; None if none is; ``ConfigError`` if the
+        file is gone or no longer the one pinned."""
+        sha256 = self.config.policy.roster
+        if sha256 is None:
+            return None
+        pinned = read_roster(self.roster_file)
+        if pinned.sha256 != sha256:
+            raise ConfigError(
+                f"{self.roster_file}: sha256 {pinned.sha256[:12]} is not the pinned "
+                f"{sha256[:12]}; the file was changed, pin the federation's roster again"
+            )
+        return pinned
+
+    def public_site(self) -> RosterSite:
+        """What the federation's roster says of this site: public facts only."""
+        supernode = self.supernode_public_key
+        return public_site(
+            self.config.site.name,
+            self.config.site.country,
+            self.keys,
+            supernode.read_text().strip() if supernode.is_file() else "",
+        )
 
     def save(self) -> None:
         """Write ``site.toml`` (mode 0600)."""
@@ -213,12 +276,9 @@ def create_site_folder(root: Path, config: SiteConfig) -> SiteFolder:
             "identity and are never overwritten)"
         )
     folder = SiteFolder(root, config)
-    folder.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_site_keys(folder.keys)
     os.chmod(root, 0o700)
-    os.chmod(folder.keys, 0o700)
     supernode = ec.generate_private_key(ec.SECP384R1())
-    write_private(folder.keys / LEDGER_KEY, _pem(Ed25519PrivateKey.generate()))
-    write_private(folder.keys / SEALING_KEY, _pem(X25519PrivateKey.generate()))
     write_private(folder.supernode_key, _pem(supernode, serialization.PrivateFormat.OpenSSH))
     write_private(
         folder.supernode_public_key,
@@ -227,7 +287,35 @@ def create_site_folder(root: Path, config: SiteConfig) -> SiteFolder:
         ),
     )
     folder.save()
+    write_private(folder.public_file, public_toml(folder.public_site()))
     return folder
+
+
+def write_site_keys(keys: Path) -> None:
+    """A site's fresh ledger (Ed25519) and sealing (X25519) keys in the folder ``keys``."""
+    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(keys, 0o700)
+    write_private(keys / LEDGER_KEY, _pem(Ed25519PrivateKey.generate()))
+    write_private(keys / SEALING_KEY, _pem(X25519PrivateKey.generate()))
+
+
+def ledger_key_in(keys: Path) -> Ed25519PrivateKey:
+    return _private_key(keys / LEDGER_KEY, Ed25519PrivateKey)
+
+
+def sealing_keys_in(keys: Path) -> SiteKeys:
+    return SiteKeys(_private_key(keys / SEALING_KEY, X25519PrivateKey))
+
+
+def public_site(name: str, country: str, keys: Path, supernode_key: str = "") -> RosterSite:
+    """The roster entry of the site whose private keys are in ``keys``."""
+    return RosterSite(
+        name=name,
+        country=country,
+        ledger_key=ledger_key_in(keys).public_key().public_bytes_raw().hex(),
+        sealing_key=sealing_keys_in(keys).public_bytes().hex(),
+        supernode_key=supernode_key,
+    )
 
 
 def _pem(key: Any, form: serialization.PrivateFormat = serialization.PrivateFormat.PKCS8) -> bytes:

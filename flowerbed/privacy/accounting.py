@@ -4,7 +4,9 @@ One ``PrivacyAccount`` lives for a site's whole run. Its state is the RDP
 accountant's history (noise multiplier, sample rate, steps) and it is saved
 into Flower's ``context.state`` after every round, so it survives the
 per-message subprocess of a deployed SuperNode exactly as Opacus's own
-``state_dict`` would.
+``state_dict`` would. Earlier runs' steps come from the site's ledger
+(``hospital_client.lifetime``); epsilon is Opacus's RDP analysis of them
+all (``privacy.rdp``), the function ``audit verify`` recomputes with.
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord
-from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from flowerbed.errors import FlowerbedError
+from flowerbed.privacy import rdp
+from flowerbed.privacy.rdp import History
 
 STATE_KEY = "privacy-account"
 
 
 class BudgetExhausted(FlowerbedError):
-    """The next round would take a site past its epsilon budget."""
+    """The next round would take a site past its epsilon budget (the run's or the lifetime's)."""
 
-    def __init__(self, site: str, spent: float, next_round: float, budget: float) -> None:
+    def __init__(
+        self, site: str, spent: float, next_round: float, budget: float, of: str = "run"
+    ) -> None:
         super().__init__(
-            f"site {site} refuses to train: epsilon spent {spent:.3f}, one more round would "
-            f"reach {next_round:.3f}, budget {budget:.3f}"
+            f"site {site} refuses to train: {of} epsilon spent {spent:.3f}, one more round "
+            f"would reach {next_round:.3f}, {of} budget {budget:.3f}"
         )
         self.site, self.spent, self.next_round, self.budget = site, spent, next_round, budget
 
@@ -35,15 +40,29 @@ class BudgetExhausted(FlowerbedError):
 class PrivacyAccount:
     """Every DP-SGD step a site has taken, as (noise multiplier, sample rate, steps)."""
 
-    history: list[tuple[float, float, int]] = field(default_factory=list)
+    history: History = field(default_factory=list)
 
-    def epsilon(self, delta: float) -> float:
-        """Epsilon spent so far at ``delta`` (0 before the first step)."""
-        return _epsilon(self.history, delta)
+    def epsilon(self, delta: float, before: History = ()) -> float:
+        """Epsilon spent so far at ``delta`` (0 before the first step), composed after the
+        steps of ``before`` (the site's earlier runs) if given."""
+        return rdp.epsilon([*before, *self.history], delta)
 
-    def epsilon_after(self, noise: float, sample_rate: float, steps: int, delta: float) -> float:
+    def epsilon_after(
+        self, noise: float, sample_rate: float, steps: int, delta: float, before: History = ()
+    ) -> float:
         """Epsilon if ``steps`` more steps were taken: the check before spending."""
-        return _epsilon([*self.history, (noise, sample_rate, steps)], delta)
+        return rdp.epsilon([*before, *self.history, (noise, sample_rate, steps)], delta)
+
+    def since(self, earlier: PrivacyAccount) -> History:
+        """The steps taken since ``earlier``, a copy of this account before them.
+
+        ``record`` only appends or adds to the last entry, so the difference is
+        the tail, less what ``earlier``'s last entry already counted.
+        """
+        rows = [list(row) for row in self.history]
+        for index, (_, _, steps) in enumerate(earlier.history):
+            rows[index][2] -= steps
+        return [(float(n), float(q), int(s)) for n, q, s in rows if s > 0]
 
     def record(self, noise: float, sample_rate: float, steps: int) -> None:
         """Add ``steps``; merged into the last entry when noise and rate match.
@@ -69,14 +88,6 @@ class PrivacyAccount:
             return cls()
         rows = zip(record["noise"], record["sample-rate"], record["steps"], strict=True)
         return cls([(float(n), float(q), int(s)) for n, q, s in rows])
-
-
-def _epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    if not history:
-        return 0.0
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    return float(accountant.get_epsilon(delta))
 
 
 def plan_noise(budget: float, delta: float, sample_rate: float, total_steps: int) -> float:

@@ -73,6 +73,15 @@ BUDGET_EXHAUSTED = "budget-exhausted"
 DISAGREEMENT = "disagreement"  # gossip: mean squared parameter distance to neighbours
 REJECTED_PAYLOADS = "rejected-payloads"  # gossip: payloads that failed to open
 MEMBERSHIP_AUC = "membership-auc"  # loss-threshold attack on the site's model, own data
+EPSILON_LIFETIME = "epsilon-lifetime"  # the site's data set's spend over every run so far
+# The round's DP-SGD steps, what its epsilon depends on: parallel lists, one entry per
+# (noise multiplier, sample rate) it trained at; and delta. The ledger keeps them, and
+# ``audit verify`` recomputes the epsilon from them.
+DP_NOISE = "dp-noise"
+DP_SAMPLE_RATE = "dp-sample-rate"
+DP_STEPS = "dp-steps"
+DP_DELTA = "dp-delta"
+DP_HISTORY = (DP_NOISE, DP_SAMPLE_RATE, DP_STEPS)
 
 # What a site may send and accept, and nothing else (``hospital_client.egress_guard``).
 DECLARED_METRICS = frozenset(
@@ -84,10 +93,13 @@ DECLARED_METRICS = frozenset(
         DICE,
         EPSILON,
         EPSILON_BUDGET,
+        EPSILON_LIFETIME,
         BUDGET_EXHAUSTED,
         DISAGREEMENT,
         MEMBERSHIP_AUC,
         REJECTED_PAYLOADS,
+        DP_DELTA,
+        *DP_HISTORY,
     }
 )
 SITE_KEYS = frozenset(
@@ -133,3 +145,7 @@ def split_site_error(reason: str) -> tuple[str, str]:
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"
+
+# The roll call's config: the sha256 of the roster the coordinator runs with, which a
+# site holds to the one it pinned.
+ROSTER_SHA256 = "roster-sha256"

@@ -20,6 +20,7 @@ from flwr.app import ConfigRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from flowerbed.audit.roster import PinnedRoster, federation_roster
 from flowerbed.catalogue import CLASSIFICATION, is_own_network
 from flowerbed.config import Federation
 from flowerbed.errors import RunStopped
@@ -59,9 +60,12 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         if time.monotonic() > deadline:
             raise RunStopped(f"only {len(node_ids)} of {len(names)} sites connected in time")
         time.sleep(CONNECT_POLL_S)
-    query = query_of(federation)  # what the answers are checked against
+    pinned = federation_roster(federation)
+    query = query_of(federation, pinned)  # what the answers are checked against
     queries = [  # each its own record: the ledger attaches a head to each message's content
-        grid.create_message(query_of(federation), f"query.{R.IDENTITY_QUERY}", node, "identity")
+        grid.create_message(
+            query_of(federation, pinned), f"query.{R.IDENTITY_QUERY}", node, "identity"
+        )
         for node in node_ids
     ]
     answers: dict[str, tuple[int, bytes, tuple[int, ...], int, str]] = {}
@@ -80,6 +84,7 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
         if not _listed(federation, name, str(site[R.SITE_COUNTRY])):
             continue  # another federation's site on the same SuperLink: it gets nothing
         _check_network_code(query, name, site)
+        _check_sealing_key(pinned, name, bytes(site[R.SITE_PUBLIC_KEY]))
         answers[name] = (
             reply.metadata.src_node_id,
             bytes(site[R.SITE_PUBLIC_KEY]),
@@ -100,7 +105,7 @@ def _check_network_code(query: RecordDict, name: str, site: ConfigRecord) -> Non
     An honest site refuses such a roll call itself; this holds one that did not to it.
     """
     asked = query.config_records.get(R.CONFIG)
-    if asked is None:
+    if asked is None or R.NETWORK_QUERY not in asked:
         return
     expected, code = str(asked[R.SITE_NETWORK_CODE]), str(site.get(R.SITE_NETWORK_CODE, ""))
     if code != expected:
@@ -111,13 +116,35 @@ def _check_network_code(query: RecordDict, name: str, site: ConfigRecord) -> Non
         )
 
 
-def query_of(federation: Federation) -> RecordDict:
-    """The roll-call question; it names an own network and the hash of its source, which
-    every site must match (``hospital_client.identity.own_network_code``)."""
+def _check_sealing_key(pinned: PinnedRoster | None, name: str, key: bytes) -> None:
+    """``RunStopped`` if a site answered with another sealing key than its roster entry.
+
+    Its honest peers would refuse to seal for the key the roster names
+    anyway; this names the site before a round is played.
+    """
+    entry = None if pinned is None else pinned.roster.site(name)
+    if entry is not None and key.hex() != entry.sealing_key:
+        raise RunStopped(
+            f"site {name} answered with a sealing key that is not its roster key; it must "
+            "run from the site folder whose public.toml the roster was built from"
+        )
+
+
+def query_of(federation: Federation, pinned: PinnedRoster | None = None) -> RecordDict:
+    """The roll-call question. It names the run's rounds, epochs and batch size, which each
+    site prices against its lifetime privacy budget; the roster's sha256, which every site
+    holds to the one it pinned (``hospital_client.site_roster``); and an own network and the
+    hash of its source, which every site must match
+    (``hospital_client.identity.own_network_code``)."""
+    run = federation.run  # for each site to price the run against its lifetime budget
+    asked: dict[str, str | int] = {
+        R.NUM_ROUNDS: run.rounds, R.LOCAL_EPOCHS: run.local_epochs, R.BATCH_SIZE: run.batch_size
+    }  # fmt: skip
+    if pinned is not None:
+        asked[R.ROSTER_SHA256] = pinned.sha256
     network = federation.run.model
-    if network is None or not is_own_network(network):
-        return RecordDict()
-    asked = {R.NETWORK_QUERY: network, R.SITE_NETWORK_CODE: network_code(network)}
+    if network is not None and is_own_network(network):
+        asked |= {R.NETWORK_QUERY: network, R.SITE_NETWORK_CODE: network_code(network)}
     return RecordDict({R.CONFIG: ConfigRecord(asked)})
 
 
