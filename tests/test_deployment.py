@@ -56,45 +56,62 @@ def write_federation(
     return path
 
 
+def start_federation(root: Path, folders: Path, sites: dict[str, str], processes: Processes):
+    """The sites' roster built and pinned, a SuperLink registering them, and their SuperNodes;
+    what the tests need to know of it."""
+    certificates = make_certificates(root / "certs", ["127.0.0.1", "localhost"])
+    pin_a_roster(folders, folders / ROSTER, list(sites))
+    registered = write_federation(root / "registered.toml", sites, folders, "fedavg")
+    address = f"127.0.0.1:{free_port()}"
+    coordinator, log = processes.start(
+        "coordinator", FLOWERBED, "coordinator", "launch", str(registered),
+        "--certificates", str(certificates.folder), "--address", address,
+        "--state", str(root / "state"), home=root / "flwr-coordinator",
+    )  # fmt: skip
+    wait_for(log, "SuperLink up", coordinator)
+    nodes = {
+        name: processes.start(
+            name, FLOWERBED, "site", "launch", str(folders / name / "site.toml"),
+            "--superlink", address, "--root-certificates", str(certificates.ca),
+            "--port", str(free_port()), home=root / f"flwr-{name}",
+        )[0]
+        for name in sites
+    }  # fmt: skip
+    return {
+        "root": root, "address": address, "ca": certificates.ca, "folders": folders,
+        "processes": processes, "coordinator_log": log, "nodes": nodes,
+    }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    """A SuperLink with seven registered hospitals, which all pinned one roster; six
-    approved this flowerbed's app. Four segment (UNet, Dice) without DP; two classify under
-    DP-SGD, for the lifetime budget."""
+    """A SuperLink with five registered hospitals, which all pinned one roster; four
+    approved this flowerbed's app. They segment (UNet, Dice): deployed classification runs
+    in the README's "Run a real federation" block and under DP in ``dp_federation``."""
     root = tmp_path_factory.mktemp("deployment")
-    certificates = make_certificates(root / "certs", ["127.0.0.1", "localhost"])
     folders = root / "sites"
     for name, country in (*SITES.items(), DOOMED):
         deployed_site_folder(
             folders / name, name, country, data="synthetic-seg", approved_apps=[app_hash()]
         )
-    for name, country in DP_SITES.items():
-        deployed_site_folder(folders / name, name, country, dp=True, approved_apps=[app_hash()])
     deployed_site_folder(folders / UNAPPROVING[0], *UNAPPROVING)
-    everyone = {**SITES, DOOMED[0]: DOOMED[1], **DP_SITES, UNAPPROVING[0]: UNAPPROVING[1]}
-    pin_a_roster(folders, folders / ROSTER, list(everyone))
-    registered = write_federation(root / "registered.toml", everyone, folders, "fedavg")
-    address = f"127.0.0.1:{free_port()}"
+    everyone = {**SITES, DOOMED[0]: DOOMED[1], UNAPPROVING[0]: UNAPPROVING[1]}
     processes = Processes(root)
     try:
-        coordinator, log = processes.start(
-            "coordinator", FLOWERBED, "coordinator", "launch", str(registered),
-            "--certificates", str(certificates.folder), "--address", address,
-            "--state", str(root / "state"), home=root / "flwr-coordinator",
-        )  # fmt: skip
-        wait_for(log, "SuperLink up", coordinator)
-        nodes = {
-            name: processes.start(
-                name, FLOWERBED, "site", "launch", str(folders / name / "site.toml"),
-                "--superlink", address, "--root-certificates", str(certificates.ca),
-                "--port", str(free_port()), home=root / f"flwr-{name}",
-            )[0]
-            for name in everyone
-        }  # fmt: skip
-        yield {
-            "root": root, "address": address, "ca": certificates.ca, "folders": folders,
-            "processes": processes, "coordinator_log": log, "nodes": nodes,
-        }  # fmt: skip
+        yield start_federation(root, folders, everyone, processes)
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture
+def dp_federation(tmp_path):
+    """Two hospitals under DP-SGD (lifetime budget epsilon 8) on a SuperLink of their own."""
+    folders = tmp_path / "sites"
+    for name, country in DP_SITES.items():
+        deployed_site_folder(folders / name, name, country, dp=True, approved_apps=[app_hash()])
+    processes = Processes(tmp_path)
+    try:
+        yield start_federation(tmp_path, folders, DP_SITES, processes)
     finally:
         processes.stop_all()
 
@@ -205,7 +222,8 @@ def test_a_site_refuses_a_run_of_a_roster_it_did_not_pin(federation):
         assert "signature" in refused[-1]
 
 
-def test_a_second_run_past_a_sites_lifetime_budget_is_refused_by_the_site(federation):
+def test_a_second_run_past_a_sites_lifetime_budget_is_refused_by_the_site(dp_federation):
+    federation = dp_federation
     root, folders = federation["root"], federation["folders"]
     spec = write_federation(root / "dp.toml", DP_SITES, folders, "fedavg", "rounds = 1", dp=True)
     first = flowerbed_run(federation, spec, root / "run-dp-1")

@@ -30,6 +30,10 @@ def test_report_json_holds_the_flows_budgets_and_verdict(run):
     assert set(data["flows"]["FR"]) == {"DE", "FR"}
     assert data["budgets"] == {"berlin": 8.0, "paris": 8.0, "lyon": 8.0}
     assert sorted(data["privacy"]["berlin"]) == ["1", "2"]
+    # A simulated site's data set lives for one run: its lifetime spend is the run's.
+    assert data["lifetime_budgets"] == data["budgets"]
+    for site, spent in data["privacy"].items():
+        assert data["lifetime"][site] == pytest.approx(max(spent.values()))
     kinds = data["payload_kinds"]["berlin"]
     declared = {"sealed parameters", "metrics", "identity", "ledger heads", "probe answer"}
     assert set(kinds) <= declared

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
 from flowerbed.audit.schema import ERROR, FLAGGED, MISSING, NETWORK
-from flowerbed.audit.verify import Verdict, node_sites, verify_run
+from flowerbed.audit.verify import Verdict, in_runs, node_sites, runs_of, verify_run
 from flowerbed.config import COORDINATOR
 from flowerbed.protocol.records import SITE_ERROR, split_site_error
 
@@ -62,6 +62,8 @@ class Report:
     payload_kinds: dict[str, dict[str, int]]  # site -> category -> messages
     privacy: dict[str, dict[int, float]]  # site -> round -> epsilon spent after it
     budgets: dict[str, float]
+    lifetime: dict[str, float]  # site -> its data set's epsilon over every run, after this one
+    lifetime_budgets: dict[str, float]
     membership: dict[str, float]  # site -> attack AUC on its last scored model
     test_scores: dict[str, dict[str, float]]  # site -> "auc" or "dice" of its last scored model
     flagged: list[dict[str, Any]]  # honesty checks: round, site, reason, excluded
@@ -74,11 +76,13 @@ def build_report(run_dir: Path) -> Report:
     flows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     kinds: dict[str, dict[str, int]] = {}
     privacy: dict[str, dict[int, float]] = {}
+    lifetime: dict[str, float] = {}
     membership: dict[str, float] = {}
     test_scores: dict[str, dict[str, float]] = {}
     parties = []
     coordinator = verdict.ledgers.get(COORDINATOR)
     nodes = node_sites(coordinator) if coordinator is not None else {}
+    runs = runs_of(coordinator)
     for name, ledger in sorted(verdict.ledgers.items()):
         sent = [e for e in ledger.entries if e.get("direction") == "out" and "bytes" in e]
         received = [e for e in ledger.entries if e.get("direction") == "in" and "bytes" in e]
@@ -102,7 +106,11 @@ def build_report(run_dir: Path) -> Report:
         if name == COORDINATOR:
             continue
         kinds[name] = _payload_kinds(sent)
-        privacy[name] = _privacy_by_round(ledger.entries, federation.run.rounds)
+        this_run = [e for e in ledger.entries if in_runs(e, runs)]
+        privacy[name] = _privacy_by_round(this_run, federation.run.rounds)
+        lifetimes = [e["epsilon_lifetime"] for e in this_run if "epsilon_lifetime" in e]
+        if lifetimes:
+            lifetime[name] = float(max(lifetimes))
         scored = [e for e in sent if "membership_auc" in e]
         if scored:
             membership[name] = float(scored[-1]["membership_auc"])
@@ -126,6 +134,8 @@ def build_report(run_dir: Path) -> Report:
         payload_kinds=kinds,
         privacy=privacy,
         budgets={s.name: federation.budget_of(s) for s in federation.sites},
+        lifetime=lifetime,
+        lifetime_budgets={s.name: federation.lifetime_budget_of(s) for s in federation.sites},
         membership=membership,
         test_scores=test_scores,
         flagged=[
@@ -275,6 +285,8 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     privacy_rows = [
         [site, f"{report.budgets.get(site, 0):g}",
          *[f"{spent[r]:.3f}" if r in spent else "-" for r in rounds],
+         f"{report.lifetime[site]:.3f} of {report.lifetime_budgets.get(site, 0):g}"
+         if site in report.lifetime else "-",
          f"{report.membership[site]:.3f}" if site in report.membership else "-",
          _test_score(report.test_scores.get(site, {}))]
         for site, spent in report.privacy.items()
@@ -294,10 +306,13 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         ("Sites that failed a round or did not answer it (round 0: the roll call)",
          ["round", "site", "what", "why"],
          [[str(f["round"]), f["site"], f["what"], f["reason"]] for f in report.failed]),
-        ("Privacy budget, epsilon spent after each round, and the privacy measured in fact: "
-         "a membership-inference attack's AUC on the site's last model (0.5: no leak), and "
+        ("Privacy: the run's budget and epsilon spent after each round; the site's data "
+         "set's lifetime spend over every run so far, of its lifetime budget (recomputed by "
+         "verify from the ledgered DP steps); and the privacy measured in fact: a "
+         "membership-inference attack's AUC on the site's last model (0.5: no leak), and "
          "that model's test score (AUC; Dice for segmentation)",
-         ["site", "budget", *[f"round {r}" for r in rounds], "attack AUC", "test score"],
+         ["site", "run budget", *[f"round {r}" for r in rounds], "lifetime",
+          "attack AUC", "test score"],
          privacy_rows),
     ]  # fmt: skip
 

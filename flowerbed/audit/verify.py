@@ -93,7 +93,7 @@ def verify_run(run_dir: Path) -> Verdict:
         if party not in ledgers:
             problems.append(Problem(party, None, "no ledger in the run folder"))
     policy = ResidencyPolicy(federation.residency)
-    runs = _runs_of(ledgers.get(COORDINATOR))
+    runs = runs_of(ledgers.get(COORDINATOR))
     for ledger in ledgers.values():
         _check_budget_and_policy(ledger, federation, policy, problems)
         _check_privacy(ledger, federation, runs, problems)
@@ -133,7 +133,7 @@ def _check_roster(
         if ledger.country != entry.country:
             problems.append(Problem(party, 0, f"says {ledger.country}, the roster {entry.country}"))
         for item in ledger.entries:
-            if not _in_runs(item, runs):
+            if not in_runs(item, runs):
                 continue
             if item.get("against_roster"):
                 problems.append(
@@ -161,7 +161,7 @@ def _check_network(
     for party, ledger in ledgers.items():
         for entry in ledger.entries:
             code = entry.get("network_sha256")
-            if code is not None and _in_runs(entry, runs) and code != expected:
+            if code is not None and in_runs(entry, runs) and code != expected:
                 what = (
                     f"ran network source sha256 {code[:12]}, not the {expected[:12]} the "
                     f"coordinator signed for {signed[-1]['network']}"
@@ -169,14 +169,14 @@ def _check_network(
                 problems.append(Problem(party, entry.get("index"), what))
 
 
-def _runs_of(coordinator: PartyLedger | None) -> set[int] | None:
+def runs_of(coordinator: PartyLedger | None) -> set[int] | None:
     """The Flower run ids this run folder covers (a deployed site's ledger spans many runs)."""
     if coordinator is None:
         return None
     return {e["run"] for e in coordinator.entries if "run" in e}
 
 
-def _in_runs(entry: dict, runs: set[int] | None) -> bool:
+def in_runs(entry: dict, runs: set[int] | None) -> bool:
     return runs is None or entry.get("run") in runs
 
 
@@ -301,7 +301,7 @@ def _check_privacy(
                             f"recorded DP steps give {recomputed:.4f} (Opacus RDP)")
                 )  # fmt: skip
             spent = max(float(claimed), recomputed)
-            if _in_runs(entry, runs) and spent > budgets[key] + EPSILON_SLACK:
+            if in_runs(entry, runs) and spent > budgets[key] + EPSILON_SLACK:
                 problems.append(
                     Problem(ledger.party, entry["index"],
                             f"{what} spent {spent:.3f} exceeds budget {budgets[key]:g}")
@@ -328,7 +328,7 @@ def _check_anchors(
     for receiver in ledgers.values():
         for entry in receiver.entries:
             raw = entry.get("peer_head")
-            if not raw or not _in_runs(entry, runs):
+            if not raw or not in_runs(entry, runs):
                 continue
             head = SignedHead.from_dict(raw)
             sender = ledgers.get(head.party)
@@ -384,7 +384,7 @@ def _check_transfers(
         for entry in ledger.entries:
             if entry.get("direction") not in ("in", "out") or "sha256" not in entry:
                 continue
-            if not _in_runs(entry, runs):
+            if not in_runs(entry, runs):
                 continue
             peer = entry.get("peer") or site_of_node.get(entry.get("node"))
             if peer is None:
@@ -431,7 +431,7 @@ def _check_sealed(
         if ledger.party == COORDINATOR:
             continue
         for entry in ledger.entries:
-            if not _in_runs(entry, runs):
+            if not in_runs(entry, runs):
                 continue
             for item in entry.get("sealed_from", []):
                 if (item["peer"], ledger.party, item["sha256"]) not in sealed:

@@ -74,7 +74,10 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
     for reply in grid.send_and_receive(queries, timeout=timeout):
         if reply.has_error() and reply.error.code == R.SITE_ERROR:
             name, message = R.split_site_error(reply.error.reason)
-            site_errors[name] = message
+            if name in names:
+                site_errors[name] = message
+            else:  # another federation's site refusing this one's roll call: not ours
+                log(INFO, "node %r, not in this federation, refused the roll call", name)
             continue
         if reply.has_error():
             refusals.append(f"node {reply.metadata.src_node_id}: {why_failed(reply)}")
