@@ -145,13 +145,11 @@ def site_approve(
 ) -> None:
     """Approve an app bundle: this site's SuperNode will run it."""
     folder = SiteFolder.load(site_file)
-    approved = [*folder.config.policy.approved_apps, app.strip().lower()]
     policy = folder.config.policy
+    approved = sorted({*policy.approved_apps, app.strip().lower()})
+    # Every other field (the pinned roster included) is kept as it is.
     folder.config.policy = _validated(
-        SitePolicy,
-        send_to=policy.send_to,
-        approved_apps=sorted(set(approved)),
-        network=policy.network,
+        SitePolicy, **(policy.model_dump() | {"approved_apps": approved})
     )
     folder.save()
     console.print(f"{site_file}: approved app {app.strip().lower()}")

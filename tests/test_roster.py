@@ -68,6 +68,11 @@ def test_a_site_pins_the_roster_it_was_announced_and_nothing_else(sites, monkeyp
     assert folder.config.coordinator.country == "FR"  # the roster's, not the site's guess
     assert folder.pinned_roster.sha256 == sha256
     assert oct(folder.roster_file.stat().st_mode & 0o777) == "0o600"
+    # Approving an app afterwards (the README's order) keeps the pin.
+    code, said = flowerbed(monkeypatch, capsys, "site", "approve", str(berlin), "a" * 64)
+    assert code == 0, said
+    folder = SiteFolder.load(berlin)
+    assert folder.config.policy.roster == sha256 and folder.config.policy.approved_apps == ["a" * 64]
     # Editing the pinned copy (say, another sealing key for paris) is caught on first use.
     folder.roster_file.write_text(folder.roster_file.read_text().replace("FR", "DE", 1))
     with pytest.raises(ConfigError, match="is not the pinned"):
