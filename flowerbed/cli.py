@@ -26,6 +26,7 @@ from flowerbed.catalogue import MODELS, PARTITIONERS, READERS, STRATEGIES, TOPOL
 from flowerbed.config import Federation, default_sites, load_federation
 from flowerbed.deploy_cli import app_commands, coordinator_commands, run_command, site_commands
 from flowerbed.errors import FlowerbedError
+from flowerbed.run_layout import CONFIG_FILE
 from flowerbed.strategies.observer import SiteRow
 from flowerbed.terminal import console, failed_sites
 
@@ -92,8 +93,22 @@ def simulate(
         typer.Option("--augment/--no-augment", help="training-time flips, rotations, jitter"),
     ] = None,
     out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/latest"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="run folder of a run that stopped: go on from its last round"),
+    ] = None,
 ) -> None:
     """Train a federation in Flower's simulation engine and write the run folder."""
+    if resume is not None:
+        given = {name for name, value in locals().items() if value not in (None, False)}
+        others = sorted(given - {"resume", "out"})
+        if others or out != Path("runs/latest"):
+            raise FlowerbedError(
+                "--resume goes on with the run as it was configured (its config.toml); "
+                f"leave out {', '.join('--' + o.replace('_', '-') for o in others) or '--out'}"
+            )
+        _run_with_progress(load_federation(_config_of(resume)), resume, resume=True)
+        return
     if no_dp and epsilon is not None:
         raise FlowerbedError("--epsilon and --no-dp contradict each other; pass one of them")
     overrides: dict[str, Any] = {
@@ -166,7 +181,18 @@ def _given(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _run_with_progress(federation: Federation, out: Path) -> None:
+def _config_of(run_dir: Path) -> Path:
+    """The resolved federation of the run in ``run_dir``; one line if there is none."""
+    config = run_dir / CONFIG_FILE
+    if not config.is_file():
+        raise FlowerbedError(
+            f"--resume {run_dir}: holds no run (no {CONFIG_FILE}); pass the run folder of "
+            "the run to go on with"
+        )
+    return config
+
+
+def _run_with_progress(federation: Federation, out: Path, resume: bool = False) -> None:
     from flowerbed.simulation import simulate as run_simulation
 
     run = federation.run
@@ -181,7 +207,9 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
 
     def on_round(server_round: int, rows: list[SiteRow]) -> None:
         progress.console.print(_round_line(server_round, rows))
-        progress.update(bar, advance=1, description=f"round {server_round}/{run.rounds}")
+        progress.update(
+            bar, completed=server_round, description=f"round {server_round}/{run.rounds}"
+        )
 
     # The header and bar start once the inputs are checked, so an input error stands alone.
     with ExitStack() as started:
@@ -190,7 +218,9 @@ def _run_with_progress(federation: Federation, out: Path) -> None:
             console.print(_header(federation, spec, task, out))
             started.enter_context(progress)
 
-        folder = run_simulation(federation, out, on_round=on_round, on_start=on_start)
+        folder = run_simulation(
+            federation, out, on_round=on_round, on_start=on_start, resume=resume
+        )
     console.print(_site_table(federation, folder))
     for line in _failure_lines(folder):
         console.print(line, highlight=False)

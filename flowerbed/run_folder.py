@@ -4,6 +4,10 @@ What goes where is ``flowerbed.run_layout``. Rows are appended and flushed as
 each round's replies arrive, so a run that fails part-way keeps every round
 it finished. The folder also holds the coordinator's ledger, and so writes
 the honesty flags the strategies report into it.
+
+A server-side run checkpoints its global model after every round
+(``checkpoint.pt``); ``RunFolder.resume`` reopens a run whose coordinator
+died, to go on from there in the same folder and ledger chain.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ from pathlib import Path
 
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import ArrayRecord
 from flwr.common.logger import log
 
-from flowerbed.audit.ledger import Ledger
+from flowerbed.audit.ledger import Ledger, read_ledger
 from flowerbed.audit.schema import flag_entry
-from flowerbed.config import COORDINATOR, Federation, save_federation
+from flowerbed.config import COORDINATOR, Federation, load_federation, save_federation
 from flowerbed.errors import FlowerbedError
 from flowerbed.models.model_file import MODEL_FILE, save_model
 from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_layout import (
+    CHECKPOINT_FILE,
     CONFIG_FILE,
+    COORDINATOR_KEY_FILE,
     LEDGERS_DIR,
     LOG_FILE,
     METRICS_FILE,
@@ -104,6 +111,51 @@ class RunFolder:
             csv.writer(out).writerow(METRIC_COLUMNS)
         return cls(path, {site.name: site.country for site in federation.sites}, **kwargs)
 
+    @classmethod
+    def resume(cls, path: Path, **kwargs) -> tuple[RunFolder, Federation, ArrayRecord]:
+        """A run folder whose coordinator stopped, to go on from its last completed round:
+        the folder, its federation as it was resolved (``config.toml``), and the global model
+        of that round. Rows of the round it did not complete are dropped from
+        ``metrics.csv`` (that round is played again; the ledgers keep every message of it).
+        """
+        path = Path(path).resolve()
+        if not (path / CONFIG_FILE).is_file() or not (path / METRICS_FILE).is_file():
+            raise FlowerbedError(
+                f"--resume {path}: holds no run (no {CONFIG_FILE} and {METRICS_FILE}); pass "
+                "the run folder of the run to go on with"
+            )
+        federation = load_federation(path / CONFIG_FILE)
+        if federation.run.strategy == "gossip":
+            raise FlowerbedError(
+                f"--resume {path}: a gossip run cannot be resumed yet (the relay does not "
+                "checkpoint the sealed payloads in flight); start a new run"
+            )
+        status = _read_status(path)
+        if status.get("status") == "completed":
+            raise FlowerbedError(
+                f"--resume {path}: the run completed all its {federation.run.rounds} rounds; "
+                "there is nothing to resume"
+            )
+        if not (path / CHECKPOINT_FILE).is_file():
+            raise FlowerbedError(
+                f"--resume {path}: the run stopped before its first round completed, so "
+                "there is nothing to go on from; start it again with a new --out"
+            )
+        checkpoint = torch.load(path / CHECKPOINT_FILE, weights_only=True)
+        folder = cls(path, {site.name: site.country for site in federation.sites}, **kwargs)
+        folder.rounds_completed = int(checkpoint["round"])
+        folder.failures = list(status.get("failures", []))
+        folder._keep_rows_up_to(folder.rounds_completed)
+        return folder, federation, ArrayRecord(checkpoint["state_dict"])
+
+    def _keep_rows_up_to(self, last_round: int) -> None:
+        with open(self.path / METRICS_FILE, newline="") as rows:
+            kept = [r for r in csv.reader(rows) if r[0] == "round" or int(r[0]) <= last_round]
+        partial = self.path / (METRICS_FILE + ".tmp")
+        with open(partial, "w", newline="") as out:
+            csv.writer(out).writerows(kept)
+        partial.replace(self.path / METRICS_FILE)
+
     @property
     def config_file(self) -> Path:
         return self.path / CONFIG_FILE
@@ -117,12 +169,24 @@ class RunFolder:
         return self.path / LEDGERS_DIR
 
     def open_ledger(self, country: str) -> Ledger:
-        """The coordinator's ledger (``ledgers/coordinator.jsonl``), under a key of this run."""
-        self.ledger = Ledger.open(
-            self.ledgers / f"{COORDINATOR}.jsonl", COORDINATOR, country,
-            Ed25519PrivateKey.generate(),
-        )  # fmt: skip
+        """The coordinator's ledger (``ledgers/coordinator.jsonl``), under a key of this run,
+        kept in the run folder (``coordinator.key``) for a resumed run to sign on with."""
+        key_file = self.path / COORDINATOR_KEY_FILE
+        if key_file.is_file():
+            key = Ed25519PrivateKey.from_private_bytes(key_file.read_bytes())
+        else:
+            key = Ed25519PrivateKey.generate()
+            key_file.touch(mode=0o600)  # created owner-only before the key is in it
+            key_file.write_bytes(key.private_bytes_raw())
+        self.ledger = Ledger.open(self.ledgers / f"{COORDINATOR}.jsonl", COORDINATOR, country, key)
         return self.ledger
+
+    def earlier_runs(self) -> list[int]:
+        """The Flower run ids of this run's earlier parts, which a resumed run continues."""
+        if self.ledger is None:
+            return []
+        runs = {e.get("run") for e in read_ledger(self.ledger.path).entries if e is not None}
+        return sorted(int(run) for run in runs if run is not None)
 
     def site_flagged(
         self, server_round: int, site: str, reason: str, excluded: bool, reporter: str | None
@@ -158,6 +222,12 @@ class RunFolder:
         if self.on_round is not None:
             self.on_round(server_round, rows)
 
+    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The global model after ``server_round``, atomically: ``--resume`` goes on from it."""
+        partial = self.path / (CHECKPOINT_FILE + ".tmp")
+        torch.save({"round": server_round, "state_dict": arrays.to_torch_state_dict()}, partial)
+        partial.replace(self.path / CHECKPOINT_FILE)
+
     def save_model(self, state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> None:
         save_model(self.path / MODEL_FILE, state_dict, spec)
 
@@ -169,3 +239,8 @@ class RunFolder:
             "failures": self.failures,
         }
         (self.path / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+
+
+def _read_status(path: Path) -> dict:
+    status = path / STATUS_FILE
+    return json.loads(status.read_text()) if status.is_file() else {}

@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import Result
 
 from flowerbed.audit.ledgered_grid import LedgeredGrid
 from flowerbed.audit.residency import ResidencyPolicy
-from flowerbed.audit.schema import network_entry
+from flowerbed.audit.schema import network_entry, resumed_entry
 from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import Federation, load_federation
 from flowerbed.errors import ConfigError, ModelError, RunStopped
@@ -28,25 +28,48 @@ from flowerbed.strategies.roll import Roll
 from flowerbed.strategies.roll_call import roll_call
 
 
-def coordinate(grid: Grid, federation: Federation, folder: RunFolder) -> None:
+def coordinate(
+    grid: Grid, federation: Federation, folder: RunFolder, resumed: ArrayRecord | None = None
+) -> None:
     """Run every planned round; record the outcome in ``folder`` whatever happens.
 
     Every message goes through the coordinator's ledger (``ledgers/coordinator.jsonl``).
+    ``resumed`` is the checkpointed global model of a resumed run (``RunFolder.resume``):
+    the rounds after ``folder.rounds_completed`` are played from it, and the sites, told
+    which Flower runs this one continues, count those runs' privacy spend as this run's.
     """
     check_coordinator_residency(federation)
     ledgered = LedgeredGrid(grid, folder.open_ledger(federation.coordinator_country), federation)
+    continues = folder.earlier_runs() if resumed is not None else []
+    if continues and folder.ledger is not None:
+        entry = resumed_entry(grid.run.run_id, continues, folder.rounds_completed)
+        folder.ledger.append(entry, sign=True)
     try:
-        roll = roll_call(ledgered, federation, federation.run.round_timeout)
+        roll = roll_call(ledgered, federation, federation.run.round_timeout, continues)
         initial = _initial_model(roll, folder, federation.run.seed)
-        result = _train(ledgered, federation, folder, roll, initial)
+        if resumed is not None:
+            initial = _checked_checkpoint(resumed, initial)
+        result = _train(ledgered, federation, folder, roll, initial, continues)
     except RunStopped as stop:
         folder.save_status(completed=False, reason=str(stop))
         raise
     finally:
         ledgered.close()
-    if len(result.arrays):  # serverless runs have no global model: each site keeps its own
-        folder.save_model(result.arrays.to_torch_state_dict(), roll.spec)
+    if federation.run.strategy != "gossip":  # serverless runs have no global model
+        final = result.arrays if len(result.arrays) else initial  # no round was left to play
+        folder.save_model(final.to_torch_state_dict(), roll.spec)
     folder.save_status(completed=True)
+
+
+def _checked_checkpoint(checkpoint: ArrayRecord, initial: ArrayRecord) -> ArrayRecord:
+    """The checkpointed model, if it is one of the network this roll call settled on."""
+    shapes = {name: tuple(array.shape) for name, array in checkpoint.items()}
+    if shapes != {name: tuple(array.shape) for name, array in initial.items()}:
+        raise RunStopped(
+            "the checkpoint is not a model of the network the sites' data now needs (their "
+            "images or classes changed since the run began); start a new run"
+        )
+    return checkpoint
 
 
 def _initial_model(roll: Roll, folder: RunFolder, seed: int) -> ArrayRecord:
@@ -68,11 +91,20 @@ def _initial_model(roll: Roll, folder: RunFolder, seed: int) -> ArrayRecord:
 
 
 def _train(
-    grid: Grid, federation: Federation, folder: RunFolder, roll: Roll, initial: ArrayRecord
+    grid: Grid,
+    federation: Federation,
+    folder: RunFolder,
+    roll: Roll,
+    initial: ArrayRecord,
+    continues: list[int],
 ) -> Result:
-    """The planned rounds with the run's strategy, from one seeded initial model."""
+    """The rounds left to play with the run's strategy, from ``initial``: the seeded initial
+    model, or a resumed run's checkpoint."""
     run, spec = federation.run, roll.spec
     strategy = STRATEGIES.get(run.strategy)(federation, folder, roll)
+    done = folder.rounds_completed
+    if done:
+        strategy.resume_after(done)
     train_config = ConfigRecord(
         {
             R.NUM_ROUNDS: run.rounds,
@@ -84,13 +116,14 @@ def _train(
             R.MIXING: run.mixing,
             R.HONESTY: run.honesty,
             R.SEED: run.seed,
+            **({R.CONTINUES: continues} if continues else {}),
             **spec.to_config(),
         }
     )
     return strategy.start(
         grid,
         initial,
-        num_rounds=run.rounds,
+        num_rounds=run.rounds - done,
         timeout=run.round_timeout,
         train_config=train_config,
         evaluate_config=ConfigRecord(dict(train_config)),
@@ -115,22 +148,28 @@ def check_coordinator_residency(federation: Federation) -> None:
 
 
 def make_server_app(
-    federation_file: Path | None = None, folder: RunFolder | None = None
+    federation_file: Path | None = None,
+    folder: RunFolder | None = None,
+    resumed: ArrayRecord | None = None,
 ) -> ServerApp:
     """A ServerApp for one federation.
 
-    Without arguments (``flwr run``) it reads ``federation`` and ``out`` from the run config.
+    Without arguments (``flwr run``) it reads ``federation`` and ``out`` from the run config,
+    and ``resume`` (true: go on with the run in ``out`` from its checkpoint). ``resumed`` is
+    the checkpoint of a resumed simulation's ``folder``.
     """
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
+        out = Path(str(context.run_config.get("out", "runs/flwr")))
+        if folder is None and context.run_config.get(R.RESUME):
+            found, federation, checkpoint = RunFolder.resume(out)
+            coordinate(grid, federation, found, checkpoint)
+            return
         path = federation_file or Path(str(context.run_config[R.FEDERATION_FILE]))
         federation = load_federation(path)
-        out = folder or RunFolder.create(
-            Path(str(context.run_config.get("out", "runs/flwr"))), federation
-        )
-        coordinate(grid, federation, out)
+        coordinate(grid, federation, folder or RunFolder.create(out, federation), resumed)
 
     return app
 

@@ -149,8 +149,11 @@ def simulate(
     out: Path,
     on_round: Callable[[int, list[SiteRow]], None] | None = None,
     on_start: Callable[[ModelSpec, str], None] | None = None,
+    resume: bool = False,
 ) -> RunFolder:
-    """Train ``federation`` in simulation, writing the run folder ``out``.
+    """Train ``federation`` in simulation, writing the run folder ``out``; with ``resume``,
+    go on with the run in ``out`` from its last completed round (``RunFolder.resume``:
+    ``federation`` is then the run's own, from its ``config.toml``).
 
     ``on_start(spec, task)`` is called with the network to train and the task once
     every check has passed, just before Ray starts (a progress display begun
@@ -164,11 +167,16 @@ def simulate(
     a failure. Raises ``RunStopped`` if the run had to end early; the folder then still
     holds every finished round and the reason.
     """
-    check_new_run_folder(Path(out).resolve())
+    checkpoint = None
+    if resume:
+        folder, federation, checkpoint = RunFolder.resume(out, on_round=on_round)
+    else:
+        check_new_run_folder(Path(out).resolve())
     spec, task = check_before_start(federation)
     forget_loaded_data()  # the sites load their own; this process trains nothing
-    folder = RunFolder.create(out, federation, on_round=on_round)
-    enrol_sites(federation, folder)
+    if not resume:
+        folder = RunFolder.create(out, federation, on_round=on_round)
+        enrol_sites(federation, folder)
     if federation.run.strategy == "gossip":
         folder.on_round = _with_consensus(federation, folder, on_round)
     config_file = folder.config_file.resolve()
@@ -177,7 +185,7 @@ def simulate(
     try:
         with _flower_logs_to(folder.log_file):
             run_simulation(
-                server_app=make_server_app(config_file, folder),
+                server_app=make_server_app(config_file, folder, checkpoint),
                 client_app=make_client_app(
                     str(config_file),
                     str(folder.path / SITES_DIR),

@@ -16,6 +16,7 @@ FLAGGED = "flagged"  # an honesty check flagged a site
 REFUSED = "refused"  # the egress guard stopped a reply
 APP_REFUSED = "app-refused"  # a site refused to run an app it has not approved
 NETWORK = "network"  # the coordinator's: the network the roll call settled on
+RESUMED = "resumed"  # the coordinator's: this Flower run goes on with earlier ones' rounds
 ERROR = "error"  # a site answered with an error
 MISSING = "missing"  # a site did not answer before the deadline
 # Message entries are of the message's own kind: Flower's "train", "evaluate", "query".
@@ -65,6 +66,12 @@ def network_entry(
         "kind": NETWORK, "network": name, "source_sha256": source_sha256, "task": task,
         "input_shape": input_shape, "classes": classes,
     }  # fmt: skip
+
+
+def resumed_entry(run: int, continues: list[int], after_round: int) -> dict[str, Any]:
+    """A resumed run: Flower run ``run`` plays the rounds after ``after_round`` of the run
+    whose earlier parts are the Flower runs ``continues``; one run to the auditor."""
+    return {"kind": RESUMED, "run": run, "continues": continues, "round": after_round}
 
 
 def close_entry() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from flowerbed.audit.ledger import (
 )
 from flowerbed.audit.residency import ResidencyPolicy
 from flowerbed.audit.roster import Roster, read_roster
-from flowerbed.audit.schema import DP, GENESIS, NETWORK, dp_history
+from flowerbed.audit.schema import DP, GENESIS, NETWORK, RESUMED, dp_history
 from flowerbed.config import COORDINATOR, Federation, load_federation
 from flowerbed.errors import FlowerbedError
 from flowerbed.privacy import rdp
@@ -96,7 +96,7 @@ def verify_run(run_dir: Path) -> Verdict:
     runs = runs_of(ledgers.get(COORDINATOR))
     for ledger in ledgers.values():
         _check_budget_and_policy(ledger, federation, policy, problems)
-        _check_privacy(ledger, federation, runs, problems)
+        _check_privacy(ledger, federation, runs, parts_of(ledgers.get(COORDINATOR)), problems)
     listed = {COORDINATOR, *(site.name for site in federation.sites)}
     _check_anchors(ledgers, listed, runs, problems)
     _check_transfers(ledgers, listed, runs, problems)
@@ -174,6 +174,30 @@ def runs_of(coordinator: PartyLedger | None) -> set[int] | None:
     if coordinator is None:
         return None
     return {e["run"] for e in coordinator.entries if "run" in e}
+
+
+def parts_of(coordinator: PartyLedger | None) -> dict[int, int]:
+    """Flower run id -> the first Flower run of the run it is part of, for resumed runs: the
+    coordinator's signed ``resumed`` entries say which runs one run continues."""
+    parts: dict[int, int] = {}
+    for entry in coordinator.entries if coordinator is not None else []:
+        if entry.get("kind") == RESUMED:
+            first = min(int(run) for run in entry["continues"])
+            for run in (*entry["continues"], entry["run"]):
+                parts[int(run)] = first
+    return parts
+
+
+def cut_off(coordinator: PartyLedger) -> dict[int, int]:
+    """Flower run id -> its last completed round, for the runs a coordinator stopped in and a
+    resumed run went on with: messages of their later rounds were cut off mid-round (sent
+    or not, answered or not), and that round was played again."""
+    last: dict[int, int] = {}
+    for entry in coordinator.entries:
+        if entry.get("kind") == RESUMED:
+            for run in entry["continues"]:
+                last[int(run)] = min(last.get(int(run), entry["round"]), entry["round"])
+    return last
 
 
 def in_runs(entry: dict, runs: set[int] | None) -> bool:
@@ -268,12 +292,17 @@ def _check_budget_and_policy(
 
 
 def _check_privacy(
-    ledger: PartyLedger, federation: Federation, runs: set[int] | None, problems: list[Problem]
+    ledger: PartyLedger,
+    federation: Federation,
+    runs: set[int] | None,
+    parts: dict[int, int],
+    problems: list[Problem],
 ) -> None:
     """Every epsilon a site's ledger claims, recomputed from the DP steps its entries record
-    (noise multiplier, sample rate, steps, delta) with Opacus's RDP analysis: the run's, and
-    the lifetime's over every run in the ledger. A claim the steps do not give, or a spend
-    past the budget, is a problem; the site's own number is not trusted."""
+    (noise multiplier, sample rate, steps, delta) with Opacus's RDP analysis: the run's (a
+    resumed run's over all its parts, ``parts``), and the lifetime's over every run in the
+    ledger. A claim the steps do not give, or a spend past the budget, is a problem; the
+    site's own number is not trusted."""
     site = next((s for s in federation.sites if s.name == ledger.party), None)
     if site is None:
         return
@@ -284,11 +313,12 @@ def _check_privacy(
     delta = federation.privacy.delta
     for entry in ledger.entries:
         rows = dp_history(entry)
+        run = parts.get(entry.get("run"), entry.get("run"))  # type: ignore[arg-type]
         if rows:
-            by_run[entry.get("run")].extend(rows)
+            by_run[run].extend(rows)
             lifetime.extend(rows)
             delta = float(entry[DP]["delta"])
-        for key, history in (("epsilon", by_run[entry.get("run")]),
+        for key, history in (("epsilon", by_run[run]),
                              ("epsilon_lifetime", lifetime)):  # fmt: skip
             claimed = entry.get(key)
             if claimed is None:
@@ -374,6 +404,7 @@ def _check_transfers(
     if coordinator is None:
         return
     site_of_node = node_sites(coordinator)
+    stopped = cut_off(coordinator)
     undelivered = {  # (addressee, digest) of instructions answered by an error
         (site_of_node.get(e.get("node")), e["undelivered"])
         for e in coordinator.entries
@@ -386,6 +417,9 @@ def _check_transfers(
                 continue
             if not in_runs(entry, runs):
                 continue
+            played = int(entry.get("round") or 0)
+            if played > stopped.get(entry.get("run"), played):
+                continue  # a round the coordinator stopped in, played again when resumed
             peer = entry.get("peer") or site_of_node.get(entry.get("node"))
             if peer is None:
                 continue

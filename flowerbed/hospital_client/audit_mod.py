@@ -27,6 +27,7 @@ from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import SiteRefused
 from flowerbed.hospital_client.egress_guard import check_inbound, check_outbound
 from flowerbed.hospital_client.keys import ledger_key, site_home
+from flowerbed.hospital_client.lifetime import carry_over
 from flowerbed.hospital_client.local_round import spent
 from flowerbed.hospital_client.site_folder import deployed_site
 from flowerbed.hospital_client.site_roster import RosterRefused, check_roster, site_roster
@@ -105,6 +106,8 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None, homes: str | None = Non
     def audit_mod(msg: Message, context: Context, call_next: CallNext) -> Message:
         federation, site = site_of(context)
         ledger = _ledger(context, site, ledgers, homes)
+        if ledger is not None:
+            carry_over(context, ledger.path, msg.content)  # a resumed run's spend so far
         kind, round_ = msg.metadata.message_type, server_round(msg.content)
         coordinator = federation.coordinator_country
 

@@ -94,7 +94,7 @@ def roll_call_answer(
     asked = query.config_records.get(R.CONFIG, ConfigRecord())
     if federation.privacy.enabled and R.NUM_ROUNDS in asked:
         planned = planned_steps(federation, site, len(data.train), asked)
-        check_affordable(context, federation, site, planned)
+        check_affordable(context, federation, site, planned, asked)
     network = str(asked.get(R.NETWORK_QUERY, ""))
     if is_own_network(network):
         record[R.SITE_NETWORK_CODE] = own_network_code(

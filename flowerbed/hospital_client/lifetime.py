@@ -8,13 +8,19 @@ they give the spend of the data set's lifetime, which ``site.toml``'s
 ``epsilon`` bounds. A simulated site's ledger is its run's: it has no
 earlier runs. A run the rest of the budget cannot pay for is refused at the
 roll call, before anything is trained.
+
+A resumed run is a new Flower run that names the Flower runs it continues
+(``R.CONTINUES``): their steps are this run's, so the site's account for the
+run starts from them, read from its ledger (``carry_over``), and they are no
+"earlier run".
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context, RecordDict
 
 from flowerbed.audit.ledger import read_ledger
 from flowerbed.audit.schema import dp_history
@@ -22,7 +28,9 @@ from flowerbed.config import Federation, SiteSettings
 from flowerbed.errors import SiteRefused
 from flowerbed.hospital_client.site_folder import deployed_site
 from flowerbed.privacy import rdp
+from flowerbed.privacy.accounting import STATE_KEY, PrivacyAccount
 from flowerbed.privacy.rdp import History
+from flowerbed.protocol import records as R
 
 EPSILON_SLACK = 1e-9
 
@@ -31,34 +39,64 @@ class BudgetRefused(SiteRefused):
     """The run would take the site's data set past its lifetime budget."""
 
 
-def ledger_history(ledger: Path, leave_out_run: int | None = None) -> dict[int, History]:
+def ledger_history(ledger: Path, leave_out: Iterable[int] = ()) -> dict[int, History]:
     """Every run's DP steps in the site ledger ``ledger``, by Flower run id, in order."""
     runs: dict[int, History] = {}
     if not ledger.is_file():
         return runs
+    left_out = set(leave_out)
     for entry in read_ledger(ledger).entries:
         rows = dp_history(entry)
-        if rows and entry.get("run") != leave_out_run:
+        if rows and entry.get("run") not in left_out:
             runs.setdefault(int(entry["run"]), []).extend(rows)
     return runs
 
 
-def earlier_runs(context: Context) -> History:
-    """The DP steps this site's data set took in runs before this one."""
+def continued_runs(config: ConfigRecord) -> list[int]:
+    """The Flower runs a resumed run continues; none for a fresh run."""
+    return [int(run) for run in config.get(R.CONTINUES, [])]
+
+
+def earlier_runs(context: Context, config: ConfigRecord) -> History:
+    """The DP steps this site's data set took in runs before this one (a resumed run's
+    earlier parts are this run, not earlier ones)."""
     folder = deployed_site(context)
     if folder is None:
         return []
-    runs = ledger_history(folder.ledger_path, leave_out_run=context.run_id)
+    this_run = [context.run_id, *continued_runs(config)]
+    runs = ledger_history(folder.ledger_path, leave_out=this_run)
     return [row for history in runs.values() for row in history]
 
 
+def carry_over(context: Context, ledger: Path, content: RecordDict) -> None:
+    """Start a resumed run's privacy account from the steps its earlier parts took, as the
+    site's ledger ``ledger`` records them; the run's first message does it, once."""
+    config = content.config_records.get(R.CONFIG, ConfigRecord())
+    continues = continued_runs(config)
+    if not continues or STATE_KEY in context.state:
+        return
+    runs = ledger_history(ledger)
+    history = [row for run in continues for row in runs.get(run, [])]
+    account = PrivacyAccount()
+    for noise, rate, steps in history:
+        account.record(noise, rate, steps)
+    context.state[STATE_KEY] = account.to_record()
+
+
 def check_affordable(
-    context: Context, federation: Federation, site: SiteSettings, planned: History
+    context: Context,
+    federation: Federation,
+    site: SiteSettings,
+    planned: History,
+    asked: ConfigRecord,
 ) -> None:
     """``BudgetRefused`` if the steps this run plans, after every earlier run's, would pass
-    the lifetime budget: one line with spent, planned and budget."""
+    the lifetime budget: one line with spent, planned and budget. A resumed run plans the
+    steps its earlier parts have not taken yet."""
     delta = federation.privacy.delta
-    before = earlier_runs(context)
+    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
+    before = [*earlier_runs(context, asked), *account.history]
+    planned = _still_to_take(planned, account.history)
     spent = rdp.epsilon(before, delta)
     after = rdp.epsilon([*before, *planned], delta)
     budget = federation.lifetime_budget_of(site)
@@ -69,3 +107,18 @@ def check_affordable(
             f"{rdp.epsilon(planned, delta):.2f} more ({after:.2f} composed); refused (lower "
             "the run's epsilon with run_epsilon, or retire the data set)"
         )
+
+
+def _still_to_take(planned: History, taken: History) -> History:
+    """The planned steps less those already taken at the same noise and rate."""
+    done = {(noise, rate): 0 for noise, rate, _ in planned}
+    for noise, rate, steps in taken:
+        if (noise, rate) in done:
+            done[noise, rate] += steps
+    left = []
+    for noise, rate, steps in planned:
+        already = min(done[noise, rate], steps)
+        done[noise, rate] -= already
+        if steps > already:
+            left.append((noise, rate, steps - already))
+    return left

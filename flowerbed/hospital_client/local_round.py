@@ -115,7 +115,7 @@ def train_locally(
     account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
     privacy = federation.privacy
     budget = federation.budget_of(site)
-    dp, before = None, earlier_runs(context)
+    dp, before = None, earlier_runs(context, config)
     if privacy.enabled:
         noise, rate, _ = planned_steps(federation, site, len(data.train), config)[0]
         dp = DPPlan(noise, privacy.max_grad_norm)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message
 
 from flowerbed.protocol import records as R
 
@@ -97,3 +97,6 @@ class RoundObserver(Protocol):
 
     def round_done(self, server_round: int) -> None:
         """Training and evaluation of ``server_round`` are complete."""
+
+    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The global model after ``server_round`` (server-side strategies), to resume from."""

@@ -52,8 +52,12 @@ class RollGrid:
         return getattr(self._grid, name)
 
 
-def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
-    """Wait for every listed site, ask each who it is, check the answers; ``RunStopped`` if off."""
+def roll_call(
+    grid: Grid, federation: Federation, timeout: float, continues: list[int] | None = None
+) -> Roll:
+    """Wait for every listed site, ask each who it is, check the answers; ``RunStopped`` if off.
+
+    ``continues``: a resumed run's earlier Flower runs, whose spend each site counts."""
     names = [site.name for site in federation.sites]
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < len(names):
@@ -61,10 +65,10 @@ def roll_call(grid: Grid, federation: Federation, timeout: float) -> Roll:
             raise RunStopped(f"only {len(node_ids)} of {len(names)} sites connected in time")
         time.sleep(CONNECT_POLL_S)
     pinned = federation_roster(federation)
-    query = query_of(federation, pinned)  # what the answers are checked against
+    query = query_of(federation, pinned, continues)  # what the answers are checked against
     queries = [  # each its own record: the ledger attaches a head to each message's content
         grid.create_message(
-            query_of(federation, pinned), f"query.{R.IDENTITY_QUERY}", node, "identity"
+            query_of(federation, pinned, continues), f"query.{R.IDENTITY_QUERY}", node, "identity"
         )
         for node in node_ids
     ]
@@ -133,16 +137,21 @@ def _check_sealing_key(pinned: PinnedRoster | None, name: str, key: bytes) -> No
         )
 
 
-def query_of(federation: Federation, pinned: PinnedRoster | None = None) -> RecordDict:
+def query_of(
+    federation: Federation, pinned: PinnedRoster | None = None, continues: list[int] | None = None
+) -> RecordDict:
     """The roll-call question. It names the run's rounds, epochs and batch size, which each
-    site prices against its lifetime privacy budget; the roster's sha256, which every site
+    site prices against its lifetime privacy budget (with a resumed run's earlier Flower
+    runs, whose steps it has already spent); the roster's sha256, which every site
     holds to the one it pinned (``hospital_client.site_roster``); and an own network and the
     hash of its source, which every site must match
     (``hospital_client.identity.own_network_code``)."""
     run = federation.run  # for each site to price the run against its lifetime budget
-    asked: dict[str, str | int] = {
+    asked: dict[str, str | int | list[int]] = {
         R.NUM_ROUNDS: run.rounds, R.LOCAL_EPOCHS: run.local_epochs, R.BATCH_SIZE: run.batch_size
     }  # fmt: skip
+    if continues:
+        asked[R.CONTINUES] = list(continues)
     if pinned is not None:
         asked[R.ROSTER_SHA256] = pinned.sha256
     network = federation.run.model

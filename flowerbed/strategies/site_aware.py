@@ -46,7 +46,14 @@ class SiteAware:
         self._audit_draws = random.Random(federation.run.seed)
         self._sent: ArrayRecord | None = None  # the model of this round's instructions
         self._probe_seed = 0
+        self._done = 0  # rounds a resumed run played before this start
+        self._aggregate: ArrayRecord | None = None  # this round's new global model
         return self
+
+    def resume_after(self, rounds_done: int) -> None:
+        """Number the rounds of ``start`` after ``rounds_done``: Flower's loop counts from 1
+        each start, a resumed run goes on with round ``rounds_done + 1``."""
+        self._done = rounds_done
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -55,7 +62,7 @@ class SiteAware:
         self._sent, self._probe_seed = arrays, secrets.randbelow(2**31)
         config = ConfigRecord({**config, R.PROBE_SEED: self._probe_seed})
         return super().configure_train(  # type: ignore[misc]
-            server_round, arrays, config, RollGrid(grid, self.roll.node_ids)
+            server_round + self._done, arrays, config, RollGrid(grid, self.roll.node_ids)
         )
 
     def configure_evaluate(
@@ -63,12 +70,13 @@ class SiteAware:
     ) -> Iterable[Message]:
         """Flower's instructions, to every site of the roll call."""
         return super().configure_evaluate(  # type: ignore[misc]
-            server_round, arrays, config, RollGrid(grid, self.roll.node_ids)
+            server_round + self._done, arrays, config, RollGrid(grid, self.roll.node_ids)
         )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self._done
         answered, rows, missing = self._collect(server_round, "train", replies)
         for row in rows:
             if row.status == "refused":
@@ -95,7 +103,9 @@ class SiteAware:
                 f"round {server_round}: no site could train (every privacy budget is spent, "
                 "every site failed, or every site was excluded); the last global model is kept"
             )
-        return super().aggregate_train(server_round, trained)  # type: ignore[misc]
+        arrays, metrics = super().aggregate_train(server_round, trained)  # type: ignore[misc]
+        self._aggregate = arrays
+        return arrays, metrics
 
     def _non_finite(
         self, server_round: int, replies: list[Message], rows: list[SiteRow]
@@ -132,9 +142,12 @@ class SiteAware:
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
+        server_round += self._done
         answered, _ = self._report(server_round, "test", replies)
         metrics = super().aggregate_evaluate(server_round, answered)  # type: ignore[misc]
         self.observer.round_done(server_round)
+        if self._aggregate is not None:
+            self.observer.checkpoint(server_round, self._aggregate)
         return metrics
 
     def _report(
