@@ -271,11 +271,17 @@ def run_command(
     ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="no TLS (trials only)")] = False,
     out: Annotated[Path, typer.Option(help="run folder to write")] = Path("runs/deployed"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="run folder of a run whose coordinator stopped: go on from there"),
+    ] = None,
 ) -> None:
     """Submit the training run to the federation's SuperLink and follow it to the end."""
     from flowerbed.deployment.submit import submit_run
 
     check_tls_flags(root_certificates, insecure)
+    if resume is not None:
+        out = resume
 
     def submitted(run_id: int, digest: str) -> None:
         console.print(f"run {run_id} submitted (app {digest}); run folder {out}")
@@ -284,5 +290,7 @@ def run_command(
         line = f"round {server_round}: mean test {score} {mean:.3f}"
         console.print(line + failed_sites(failed), highlight=False)
 
-    submit_run(federation, superlink, root_certificates, out, submitted, round_done)
+    submit_run(
+        federation, superlink, root_certificates, out, submitted, round_done, resume is not None
+    )
     console.print(f"[green]completed[/]: run folder {out}")

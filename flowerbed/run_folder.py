@@ -119,32 +119,11 @@ class RunFolder:
         ``metrics.csv`` (that round is played again; the ledgers keep every message of it).
         """
         path = Path(path).resolve()
-        if not (path / CONFIG_FILE).is_file() or not (path / METRICS_FILE).is_file():
-            raise FlowerbedError(
-                f"--resume {path}: holds no run (no {CONFIG_FILE} and {METRICS_FILE}); pass "
-                "the run folder of the run to go on with"
-            )
-        federation = load_federation(path / CONFIG_FILE)
-        if federation.run.strategy == "gossip":
-            raise FlowerbedError(
-                f"--resume {path}: a gossip run cannot be resumed yet (the relay does not "
-                "checkpoint the sealed payloads in flight); start a new run"
-            )
-        status = _read_status(path)
-        if status.get("status") == "completed":
-            raise FlowerbedError(
-                f"--resume {path}: the run completed all its {federation.run.rounds} rounds; "
-                "there is nothing to resume"
-            )
-        if not (path / CHECKPOINT_FILE).is_file():
-            raise FlowerbedError(
-                f"--resume {path}: the run stopped before its first round completed, so "
-                "there is nothing to go on from; start it again with a new --out"
-            )
+        federation, _ = resumable(path)
         checkpoint = torch.load(path / CHECKPOINT_FILE, weights_only=True)
         folder = cls(path, {site.name: site.country for site in federation.sites}, **kwargs)
         folder.rounds_completed = int(checkpoint["round"])
-        folder.failures = list(status.get("failures", []))
+        folder.failures = list(_read_status(path).get("failures", []))
         folder._keep_rows_up_to(folder.rounds_completed)
         return folder, federation, ArrayRecord(checkpoint["state_dict"])
 
@@ -239,6 +218,34 @@ class RunFolder:
             "failures": self.failures,
         }
         (self.path / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+
+
+def resumable(path: Path) -> tuple[Federation, int]:
+    """The federation of the run in ``path`` and its last completed round, if the run can be
+    resumed; ``FlowerbedError`` (one line: why not) if not."""
+    if not (path / CONFIG_FILE).is_file() or not (path / METRICS_FILE).is_file():
+        raise FlowerbedError(
+            f"--resume {path}: holds no run (no {CONFIG_FILE} and {METRICS_FILE}); pass "
+            "the run folder of the run to go on with"
+        )
+    federation = load_federation(path / CONFIG_FILE)
+    if federation.run.strategy == "gossip":
+        raise FlowerbedError(
+            f"--resume {path}: a gossip run cannot be resumed yet (the relay does not "
+            "checkpoint the sealed payloads in flight); start a new run"
+        )
+    if _read_status(path).get("status") == "completed":
+        raise FlowerbedError(
+            f"--resume {path}: the run completed all its {federation.run.rounds} rounds; "
+            "there is nothing to resume"
+        )
+    if not (path / CHECKPOINT_FILE).is_file():
+        raise FlowerbedError(
+            f"--resume {path}: the run stopped before its first round completed, so "
+            "there is nothing to go on from; start it again with a new --out"
+        )
+    checkpoint = torch.load(path / CHECKPOINT_FILE, weights_only=True)
+    return federation, int(checkpoint["round"])
 
 
 def _read_status(path: Path) -> dict:

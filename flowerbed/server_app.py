@@ -45,7 +45,8 @@ def coordinate(
         entry = resumed_entry(grid.run.run_id, continues, folder.rounds_completed)
         folder.ledger.append(entry, sign=True)
     try:
-        roll = roll_call(ledgered, federation, federation.run.round_timeout, continues)
+        timeout, done = federation.run.round_timeout, folder.rounds_completed
+        roll = roll_call(ledgered, federation, timeout, continues, done)
         initial = _initial_model(roll, folder, federation.run.seed)
         if resumed is not None:
             initial = _checked_checkpoint(resumed, initial)

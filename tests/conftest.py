@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from flowerbed.models.factory import build_model
 from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.run_folder import RunFolder
-from flowerbed.run_layout import SITES_DIR
+from flowerbed.run_layout import CHECKPOINT_FILE, METRICS_FILE, SITES_DIR
 from flowerbed.server_app import coordinate
 from flowerbed.simulation import enrol_sites
 
@@ -47,6 +49,20 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+
+def checkpointed_round(run: Path) -> int:
+    """The last round a run folder's checkpoint holds; 0 before the first."""
+    try:
+        return int(torch.load(run / CHECKPOINT_FILE, weights_only=True)["round"])
+    except (OSError, EOFError, RuntimeError, KeyError):
+        return 0  # not written yet, or being replaced
+
+
+def rows_by_round(run: Path) -> Counter:
+    """How often each (round, site, split) has a row in the run's ``metrics.csv``."""
+    with open(run / METRICS_FILE, newline="") as rows:
+        return Counter((int(r["round"]), r["site"], r["split"]) for r in csv.DictReader(rows))
 
 
 def shared_file(relative: str) -> Path:

@@ -59,6 +59,18 @@ def kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def kill_processes_running(program: str) -> int:
+    """SIGKILL every process whose command line names ``program`` (Flower starts a run's
+    ServerApp as a process of its own); how many there were."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if proc.name.isdigit() and program in (proc / "cmdline").read_bytes().decode():
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)

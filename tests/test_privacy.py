@@ -11,7 +11,7 @@ from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import RunStopped
 from flowerbed.hospital_client.server_rounds import train_round
 from flowerbed.hospital_client.training import DPPlan, TrainPlan, steps_per_epoch, train
-from flowerbed.privacy.accounting import STATE_KEY, PrivacyAccount, plan_noise
+from flowerbed.privacy.accounting import STATE_KEY, PrivacyAccount, plan_noise, plan_noise_after
 from flowerbed.protocol import records as R
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies.roll import Roll
@@ -37,6 +37,24 @@ def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
     spent = account.epsilon(1e-5)
     assert 3.8 <= spent <= 4.0
     assert account.epsilon_after(noise, 0.02, 100, 1e-5) > 4.0
+
+
+def test_a_resumed_run_spends_what_its_budget_has_left_even_after_an_extra_round():
+    """Two of four rounds done, then the coordinator died while the sites trained a third
+    it never used: the two rounds still to play take more noise, and the run ends on its
+    budget, not past it."""
+    noise = plan_noise(budget=8.0, delta=1e-5, sample_rate=0.02, total_steps=400)
+    on_plan = [(noise, 0.02, 200)]
+    # Opacus plans to within 0.01 of the budget; the rest of the plan is the same noise.
+    assert plan_noise_after(8.0, 1e-5, on_plan, 0.02, 200) == pytest.approx(noise, rel=1e-2)
+    with_lost_round = [(noise, 0.02, 300)]
+    rest = plan_noise_after(8.0, 1e-5, with_lost_round, 0.02, 200)
+    assert rest > noise
+    spent = PrivacyAccount([*with_lost_round, (rest, 0.02, 200)]).epsilon(1e-5)
+    assert 7.99 <= spent <= 8.0
+    spent_out = [(0.5, 0.02, 10_000)]  # nothing is left: the largest noise, then a refusal
+    assert PrivacyAccount(spent_out).epsilon(1e-5) > 8.0
+    assert plan_noise_after(8.0, 1e-5, spent_out, 0.02, 200) == pytest.approx(1e4)
 
 
 @pytest.mark.parametrize("batches", [99, 100])

@@ -7,36 +7,26 @@ the same run folder and ledger chains, and the audit verifies the whole run.
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import flowerbed
+from conftest import checkpointed_round, flowerbed, rows_by_round
 
 from flowerbed.audit.ledger import read_ledger
 from flowerbed.audit.schema import RESUMED, dp_history
 from flowerbed.config import load_federation, save_federation
 from flowerbed.privacy import rdp
-from flowerbed.run_layout import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, STATUS_FILE
+from flowerbed.run_layout import CONFIG_FILE, METRICS_FILE, STATUS_FILE
 
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-c", "from flowerbed.cli import main; main()"]
 SITES, ROUNDS, EPSILON = ("hospital-01", "hospital-02"), 4, 8.0
-
-
-def checkpointed_round(run: Path) -> int:
-    try:
-        return int(torch.load(run / CHECKPOINT_FILE, weights_only=True)["round"])
-    except (OSError, EOFError, RuntimeError, KeyError):
-        return 0  # not written yet, or being replaced
 
 
 def kill_after_round(run: Path, stop_after: int) -> None:
@@ -54,11 +44,6 @@ def kill_after_round(run: Path, stop_after: int) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert checkpointed_round(run) == stop_after, "the run ended before it could be killed"
-
-
-def rows_by_round(run: Path) -> Counter:
-    with open(run / METRICS_FILE, newline="") as rows:
-        return Counter((int(r["round"]), r["site"], r["split"]) for r in csv.DictReader(rows))
 
 
 def test_a_coordinator_killed_after_round_2_of_4_is_resumed_and_nothing_is_spent_twice(

@@ -72,7 +72,8 @@ def test_a_site_pins_the_roster_it_was_announced_and_nothing_else(sites, monkeyp
     code, said = flowerbed(monkeypatch, capsys, "site", "approve", str(berlin), "a" * 64)
     assert code == 0, said
     folder = SiteFolder.load(berlin)
-    assert folder.config.policy.roster == sha256 and folder.config.policy.approved_apps == ["a" * 64]
+    assert folder.config.policy.roster == sha256
+    assert folder.config.policy.approved_apps == ["a" * 64]
     # Editing the pinned copy (say, another sealing key for paris) is caught on first use.
     folder.roster_file.write_text(folder.roster_file.read_text().replace("FR", "DE", 1))
     with pytest.raises(ConfigError, match="is not the pinned"):

@@ -23,7 +23,8 @@ import flowerbed
 
 PUBLISHER = "flowerbed"
 APP_NAME = "flowerbed"
-RUN_CONFIG_KEYS = ("federation", "out")  # set by `flowerbed run` on the coordinator's machine
+# Set by `flowerbed run` on the coordinator's machine; strings, empty unless given.
+RUN_CONFIG_KEYS = ("federation", "out", "resume")
 
 
 def app_files() -> dict[str, bytes]:

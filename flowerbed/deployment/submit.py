@@ -24,7 +24,8 @@ from flowerbed.deployment.app_bundle import app_hash, write_app
 from flowerbed.deployment.flwr_cli import FlwrCli
 from flowerbed.deployment.network import check_certificate, check_reachable, parse_address
 from flowerbed.errors import FlowerbedError
-from flowerbed.run_folder import METRICS_FILE, STATUS_FILE, check_new_run_folder
+from flowerbed.protocol.records import RESUME
+from flowerbed.run_folder import METRICS_FILE, STATUS_FILE, check_new_run_folder, resumable
 
 POLL_S = 2.0
 FINISHED = "finished:"
@@ -41,8 +42,12 @@ def submit_run(
     out: Path,
     on_submitted: Callable[[int, str], None],
     on_round: RoundLine,
+    resume: bool = False,
 ) -> None:
-    """Submit, follow, and raise ``FlowerbedError`` unless the run completed every round."""
+    """Submit, follow, and raise ``FlowerbedError`` unless the run completed every round.
+
+    With ``resume`` the run in ``out`` goes on from its last completed round, as it was
+    configured (its ``config.toml``; ``RunFolder.resume``)."""
     federation_file = Path(federation_file).resolve()
     federation = load_federation(federation_file)  # a bad file fails here, not in the ServerApp
     if federation_roster(federation) is None:
@@ -52,7 +57,11 @@ def submit_run(
             "coordinator roster` builds it)"
         )
     out = Path(out).resolve()
-    check_new_run_folder(out)
+    done = 0
+    if resume:
+        _, done = resumable(out)
+    else:
+        check_new_run_folder(out)
     host, port = parse_address(superlink, "--superlink")
     if root_certificates is not None:
         check_certificate(root_certificates, "--root-certificates")
@@ -60,9 +69,11 @@ def submit_run(
     with tempfile.TemporaryDirectory(prefix="flowerbed-run-") as scratch:
         flwr = FlwrCli(Path(scratch) / "flwr-home", superlink, root_certificates)
         app = write_app(Path(scratch) / "app")
-        run_id = flwr.submit(app, {"federation": str(federation_file), "out": str(out)})
+        run_config = {"federation": str(federation_file), "out": str(out)}
+        run_config[RESUME] = "yes" if resume else ""
+        run_id = flwr.submit(app, run_config)
         on_submitted(run_id, app_hash())
-        status, details = _follow(flwr, run_id, out, on_round)
+        status, details = _follow(flwr, run_id, out, on_round, done)
     if status != COMPLETED:
         raise FlowerbedError(f"run {run_id} {status.removeprefix(FINISHED)}: {details}")
     outcome = json.loads((out / STATUS_FILE).read_text()) if (out / STATUS_FILE).exists() else {}
@@ -72,9 +83,11 @@ def submit_run(
         )
 
 
-def _follow(flwr: FlwrCli, run_id: int, out: Path, on_round: RoundLine) -> tuple[str, str]:
-    """Report each round as its test scores arrive; Flower's final status and its details."""
-    reported = 0
+def _follow(
+    flwr: FlwrCli, run_id: int, out: Path, on_round: RoundLine, reported: int
+) -> tuple[str, str]:
+    """Report each round after ``reported`` as its test scores arrive; Flower's final status
+    and its details."""
     while True:
         status, details = flwr.status(run_id)
         finished = status.startswith(FINISHED)

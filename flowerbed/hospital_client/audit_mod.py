@@ -107,7 +107,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None, homes: str | None = Non
         federation, site = site_of(context)
         ledger = _ledger(context, site, ledgers, homes)
         if ledger is not None:
-            carry_over(context, ledger.path, msg.content)  # a resumed run's spend so far
+            carry_over(context, ledger, msg.content)  # a resumed run's spend so far
         kind, round_ = msg.metadata.message_type, server_round(msg.content)
         coordinator = federation.coordinator_country
 

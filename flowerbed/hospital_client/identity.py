@@ -25,7 +25,7 @@ from flowerbed.config import Federation, SiteSettings, load_federation
 from flowerbed.datasets.source import site_data
 from flowerbed.errors import ConfigError, ModelError
 from flowerbed.hospital_client.keys import sealing_keys, site_home
-from flowerbed.hospital_client.lifetime import check_affordable
+from flowerbed.hospital_client.lifetime import check_affordable, this_run
 from flowerbed.hospital_client.local_round import planned_steps
 from flowerbed.hospital_client.site_folder import deployed_site
 from flowerbed.models.factory import network_code
@@ -93,7 +93,7 @@ def roll_call_answer(
     record[R.SITE_TASK] = data.task
     asked = query.config_records.get(R.CONFIG, ConfigRecord())
     if federation.privacy.enabled and R.NUM_ROUNDS in asked:
-        planned = planned_steps(federation, site, len(data.train), asked)
+        planned = planned_steps(federation, site, len(data.train), asked, this_run(context))
         check_affordable(context, federation, site, planned, asked)
     network = str(asked.get(R.NETWORK_QUERY, ""))
     if is_own_network(network):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, RecordDict
 
-from flowerbed.audit.ledger import read_ledger
-from flowerbed.audit.schema import dp_history
+from flowerbed.audit.ledger import Ledger, read_ledger
+from flowerbed.audit.schema import RESUMED, dp_history, resumed_entry
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.errors import SiteRefused
 from flowerbed.hospital_client.site_folder import deployed_site
@@ -40,15 +40,21 @@ class BudgetRefused(SiteRefused):
 
 
 def ledger_history(ledger: Path, leave_out: Iterable[int] = ()) -> dict[int, History]:
-    """Every run's DP steps in the site ledger ``ledger``, by Flower run id, in order."""
+    """Every run's DP steps in the site ledger ``ledger``, in order, by the Flower run id
+    it began as (a resumed run's parts are one run: the site noted each resume there)."""
     runs: dict[int, History] = {}
     if not ledger.is_file():
         return runs
-    left_out = set(leave_out)
+    left_out, first_of = set(leave_out), {}
     for entry in read_ledger(ledger).entries:
+        if entry is None:
+            continue  # unreadable: audit verify names it
+        if entry.get("kind") == RESUMED:
+            first_of[int(entry["run"])] = min(int(run) for run in entry["continues"])
         rows = dp_history(entry)
         if rows and entry.get("run") not in left_out:
-            runs.setdefault(int(entry["run"]), []).extend(rows)
+            run = int(entry["run"])
+            runs.setdefault(first_of.get(run, run), []).extend(rows)
     return runs
 
 
@@ -68,19 +74,26 @@ def earlier_runs(context: Context, config: ConfigRecord) -> History:
     return [row for history in runs.values() for row in history]
 
 
-def carry_over(context: Context, ledger: Path, content: RecordDict) -> None:
+def carry_over(context: Context, ledger: Ledger, content: RecordDict) -> None:
     """Start a resumed run's privacy account from the steps its earlier parts took, as the
-    site's ledger ``ledger`` records them; the run's first message does it, once."""
+    site's ``ledger`` records them, and note there that this Flower run continues them; the
+    run's first message does it, once."""
     config = content.config_records.get(R.CONFIG, ConfigRecord())
     continues = continued_runs(config)
     if not continues or STATE_KEY in context.state:
         return
-    runs = ledger_history(ledger)
-    history = [row for run in continues for row in runs.get(run, [])]
     account = PrivacyAccount()
-    for noise, rate, steps in history:
-        account.record(noise, rate, steps)
+    for entry in read_ledger(ledger.path).entries:
+        if entry is not None and entry.get("run") in continues:
+            for noise, rate, steps in dp_history(entry):
+                account.record(noise, rate, steps)
     context.state[STATE_KEY] = account.to_record()
+    ledger.append(resumed_entry(context.run_id, continues, int(config.get(R.ROUNDS_DONE, 0))))
+
+
+def this_run(context: Context) -> History:
+    """The DP steps this run has taken so far (a resumed run's earlier parts included)."""
+    return PrivacyAccount.from_record(context.state.get(STATE_KEY)).history
 
 
 def check_affordable(
@@ -92,11 +105,9 @@ def check_affordable(
 ) -> None:
     """``BudgetRefused`` if the steps this run plans, after every earlier run's, would pass
     the lifetime budget: one line with spent, planned and budget. A resumed run plans the
-    steps its earlier parts have not taken yet."""
+    rounds still to play, after the steps its earlier parts took (this run's account)."""
     delta = federation.privacy.delta
-    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    before = [*earlier_runs(context, asked), *account.history]
-    planned = _still_to_take(planned, account.history)
+    before = [*earlier_runs(context, asked), *this_run(context)]
     spent = rdp.epsilon(before, delta)
     after = rdp.epsilon([*before, *planned], delta)
     budget = federation.lifetime_budget_of(site)
@@ -107,18 +118,3 @@ def check_affordable(
             f"{rdp.epsilon(planned, delta):.2f} more ({after:.2f} composed); refused (lower "
             "the run's epsilon with run_epsilon, or retire the data set)"
         )
-
-
-def _still_to_take(planned: History, taken: History) -> History:
-    """The planned steps less those already taken at the same noise and rate."""
-    done = {(noise, rate): 0 for noise, rate, _ in planned}
-    for noise, rate, steps in taken:
-        if (noise, rate) in done:
-            done[noise, rate] += steps
-    left = []
-    for noise, rate, steps in planned:
-        already = min(done[noise, rate], steps)
-        done[noise, rate] -= already
-        if steps > already:
-            left.append((noise, rate, steps - already))
-    return left

@@ -34,7 +34,13 @@ from flowerbed.hospital_client.training import (
     steps_per_epoch,
     train,
 )
-from flowerbed.privacy.accounting import STATE_KEY, BudgetExhausted, PrivacyAccount, plan_noise
+from flowerbed.privacy.accounting import (
+    STATE_KEY,
+    BudgetExhausted,
+    PrivacyAccount,
+    plan_noise,
+    plan_noise_after,
+)
 from flowerbed.privacy.rdp import History
 from flowerbed.protocol import records as R
 
@@ -117,7 +123,8 @@ def train_locally(
     budget = federation.budget_of(site)
     dp, before = None, earlier_runs(context, config)
     if privacy.enabled:
-        noise, rate, _ = planned_steps(federation, site, len(data.train), config)[0]
+        taken = account.history
+        noise, rate, _ = planned_steps(federation, site, len(data.train), config, taken)[0]
         dp = DPPlan(noise, privacy.max_grad_norm)
         epoch = steps_per_epoch(len(data.train), int(config[R.BATCH_SIZE]))
         round_steps = epoch * int(config[R.LOCAL_EPOCHS])
@@ -165,16 +172,32 @@ def train_locally(
 
 
 def planned_steps(
-    federation: Federation, site: SiteSettings, train_size: int, config: ConfigRecord
+    federation: Federation,
+    site: SiteSettings,
+    train_size: int,
+    config: ConfigRecord,
+    taken: History = (),
 ) -> History:
-    """The DP-SGD steps the whole run plans at this site, as one (noise multiplier, sample
-    rate, steps): the noise that spends the run's budget over every planned step."""
+    """The DP-SGD steps the run plans at this site, as one (noise multiplier, sample rate,
+    steps): the noise that spends the run's budget over every planned step. A resumed run
+    (``R.CONTINUES``) that has ``taken`` steps plans its rounds still to play, with the noise
+    that spends what its budget has left (``plan_noise_after``)."""
     steps = steps_per_epoch(train_size, int(config[R.BATCH_SIZE]))
+    privacy, budget = federation.privacy, federation.budget_of(site)
+    if R.CONTINUES in config and taken:
+        left = steps * int(config[R.LOCAL_EPOCHS]) * _rounds_left(config)
+        return [(plan_noise_after(budget, privacy.delta, taken, 1 / steps, left), 1 / steps, left)]
     total = steps * _planned_epochs(config)
-    privacy = federation.privacy
-    return [
-        (plan_noise(federation.budget_of(site), privacy.delta, 1 / steps, total), 1 / steps, total)
-    ]
+    return [(plan_noise(budget, privacy.delta, 1 / steps, total), 1 / steps, total)]
+
+
+def _rounds_left(config: ConfigRecord) -> int:
+    """Rounds of the run still to play: from this one (a round's instruction), or after
+    those a resumed run's roll call says are done."""
+    rounds = int(config[R.NUM_ROUNDS])
+    if R.SERVER_ROUND in config:
+        return rounds - int(config[R.SERVER_ROUND]) + 1
+    return rounds - int(config.get(R.ROUNDS_DONE, 0))
 
 
 def test_metrics(

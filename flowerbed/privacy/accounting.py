@@ -21,6 +21,7 @@ from flowerbed.privacy import rdp
 from flowerbed.privacy.rdp import History
 
 STATE_KEY = "privacy-account"
+MIN_NOISE, MAX_NOISE, NOISE_BISECTIONS = 0.05, 1e4, 48  # noise 1e4 to within 1e-6 relative
 
 
 class BudgetExhausted(FlowerbedError):
@@ -88,6 +89,27 @@ class PrivacyAccount:
             return cls()
         rows = zip(record["noise"], record["sample-rate"], record["steps"], strict=True)
         return cls([(float(n), float(q), int(s)) for n, q, s in rows])
+
+
+def plan_noise_after(
+    budget: float, delta: float, taken: History, sample_rate: float, steps: int
+) -> float:
+    """The noise multiplier that spends what ``budget`` has left after ``taken`` over
+    ``steps`` more steps: a resumed run's, whose stopped round may have spent more than its
+    plan (the sites trained it, the coordinator died before it used their updates).
+
+    Bisection in log-space; the noisier end is returned, so the run never passes its
+    budget. Nothing left to spend gives the largest noise tried, which the check before
+    each round then refuses.
+    """
+    low, high = MIN_NOISE, MAX_NOISE
+    for _ in range(NOISE_BISECTIONS):
+        middle = (low * high) ** 0.5
+        if rdp.epsilon([*taken, (middle, sample_rate, steps)], delta) > budget:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def plan_noise(budget: float, delta: float, sample_rate: float, total_steps: int) -> float:

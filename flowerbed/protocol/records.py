@@ -27,6 +27,7 @@ SERVER_ROUND = "server-round"
 NUM_ROUNDS = "num-rounds"
 # A resumed run's: the Flower run ids of its earlier parts, whose DP steps are this run's too
 CONTINUES = "continues"
+ROUNDS_DONE = "rounds-done"  # ... and the rounds they completed (the roll call's)
 LOCAL_EPOCHS = "local-epochs"
 BATCH_SIZE = "batch-size"
 LEARNING_RATE = "learning-rate"  # the peak, under a schedule
@@ -147,7 +148,7 @@ def split_site_error(reason: str) -> tuple[str, str]:
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"
-RESUME = "resume"  # run config: go on with the run in "out" from its checkpoint
+RESUME = "resume"  # run config, non-empty: go on with the run in "out" from its checkpoint
 
 # The roll call's config: the sha256 of the roster the coordinator runs with, which a
 # site holds to the one it pinned.

@@ -53,11 +53,16 @@ class RollGrid:
 
 
 def roll_call(
-    grid: Grid, federation: Federation, timeout: float, continues: list[int] | None = None
+    grid: Grid,
+    federation: Federation,
+    timeout: float,
+    continues: list[int] | None = None,
+    rounds_done: int = 0,
 ) -> Roll:
     """Wait for every listed site, ask each who it is, check the answers; ``RunStopped`` if off.
 
-    ``continues``: a resumed run's earlier Flower runs, whose spend each site counts."""
+    ``continues``: a resumed run's earlier Flower runs, whose spend each site counts, and
+    ``rounds_done`` the rounds they completed."""
     names = [site.name for site in federation.sites]
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < len(names):
@@ -65,11 +70,13 @@ def roll_call(
             raise RunStopped(f"only {len(node_ids)} of {len(names)} sites connected in time")
         time.sleep(CONNECT_POLL_S)
     pinned = federation_roster(federation)
-    query = query_of(federation, pinned, continues)  # what the answers are checked against
+
+    def ask() -> RecordDict:
+        return query_of(federation, pinned, continues, rounds_done)
+
+    query = ask()  # what the answers are checked against
     queries = [  # each its own record: the ledger attaches a head to each message's content
-        grid.create_message(
-            query_of(federation, pinned, continues), f"query.{R.IDENTITY_QUERY}", node, "identity"
-        )
+        grid.create_message(ask(), f"query.{R.IDENTITY_QUERY}", node, "identity")
         for node in node_ids
     ]
     answers: dict[str, tuple[int, bytes, tuple[int, ...], int, str]] = {}
@@ -138,7 +145,10 @@ def _check_sealing_key(pinned: PinnedRoster | None, name: str, key: bytes) -> No
 
 
 def query_of(
-    federation: Federation, pinned: PinnedRoster | None = None, continues: list[int] | None = None
+    federation: Federation,
+    pinned: PinnedRoster | None = None,
+    continues: list[int] | None = None,
+    rounds_done: int = 0,
 ) -> RecordDict:
     """The roll-call question. It names the run's rounds, epochs and batch size, which each
     site prices against its lifetime privacy budget (with a resumed run's earlier Flower
@@ -152,6 +162,7 @@ def query_of(
     }  # fmt: skip
     if continues:
         asked[R.CONTINUES] = list(continues)
+        asked[R.ROUNDS_DONE] = rounds_done
     if pinned is not None:
         asked[R.ROSTER_SHA256] = pinned.sha256
     network = federation.run.model
