@@ -60,12 +60,12 @@ def kill(process: subprocess.Popen) -> None:
 
 
 def kill_processes_running(program: str) -> int:
-    """SIGKILL every process whose command line names ``program`` (Flower starts a run's
-    ServerApp as a process of its own); how many there were."""
+    """SIGKILL every process of the program ``program`` (Flower starts a run's ServerApp as
+    a process of its own), as ``pkill -x`` finds them; how many there were."""
     killed = 0
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError, ValueError):
-            if proc.name.isdigit() and program in (proc / "cmdline").read_bytes().decode():
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == program:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed += 1
     return killed
