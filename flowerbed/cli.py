@@ -26,7 +26,6 @@ from flowerbed.catalogue import MODELS, PARTITIONERS, READERS, STRATEGIES, TOPOL
 from flowerbed.config import Federation, default_sites, load_federation
 from flowerbed.deploy_cli import app_commands, coordinator_commands, run_command, site_commands
 from flowerbed.errors import FlowerbedError
-from flowerbed.run_layout import CONFIG_FILE
 from flowerbed.strategies.observer import SiteRow
 from flowerbed.terminal import console, failed_sites
 
@@ -107,7 +106,10 @@ def simulate(
                 "--resume goes on with the run as it was configured (its config.toml); "
                 f"leave out {', '.join('--' + o.replace('_', '-') for o in others) or '--out'}"
             )
-        _run_with_progress(load_federation(_config_of(resume)), resume, resume=True)
+        from flowerbed.run_folder import resumable  # torch: only for a run to resume
+
+        federation_of_run, _ = resumable(resume.resolve())  # one line if it cannot be
+        _run_with_progress(federation_of_run, resume, resume=True)
         return
     if no_dp and epsilon is not None:
         raise FlowerbedError("--epsilon and --no-dp contradict each other; pass one of them")
@@ -179,17 +181,6 @@ def audit_report(
 
 def _given(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
-
-
-def _config_of(run_dir: Path) -> Path:
-    """The resolved federation of the run in ``run_dir``; one line if there is none."""
-    config = run_dir / CONFIG_FILE
-    if not config.is_file():
-        raise FlowerbedError(
-            f"--resume {run_dir}: holds no run (no {CONFIG_FILE}); pass the run folder of "
-            "the run to go on with"
-        )
-    return config
 
 
 def _run_with_progress(federation: Federation, out: Path, resume: bool = False) -> None:

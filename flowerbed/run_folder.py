@@ -119,8 +119,7 @@ class RunFolder:
         ``metrics.csv`` (that round is played again; the ledgers keep every message of it).
         """
         path = Path(path).resolve()
-        federation, _ = resumable(path)
-        checkpoint = torch.load(path / CHECKPOINT_FILE, weights_only=True)
+        federation, checkpoint = resumable(path)
         folder = cls(path, {site.name: site.country for site in federation.sites}, **kwargs)
         folder.rounds_completed = int(checkpoint["round"])
         folder.failures = list(_read_status(path).get("failures", []))
@@ -220,9 +219,9 @@ class RunFolder:
         (self.path / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
 
 
-def resumable(path: Path) -> tuple[Federation, int]:
-    """The federation of the run in ``path`` and its last completed round, if the run can be
-    resumed; ``FlowerbedError`` (one line: why not) if not."""
+def resumable(path: Path) -> tuple[Federation, dict]:
+    """The federation of the run in ``path`` and its checkpoint (``round``, ``state_dict``),
+    if the run can be resumed; ``FlowerbedError`` (one line: why not) if not."""
     if not (path / CONFIG_FILE).is_file() or not (path / METRICS_FILE).is_file():
         raise FlowerbedError(
             f"--resume {path}: holds no run (no {CONFIG_FILE} and {METRICS_FILE}); pass "
@@ -244,8 +243,7 @@ def resumable(path: Path) -> tuple[Federation, int]:
             f"--resume {path}: the run stopped before its first round completed, so "
             "there is nothing to go on from; start it again with a new --out"
         )
-    checkpoint = torch.load(path / CHECKPOINT_FILE, weights_only=True)
-    return federation, int(checkpoint["round"])
+    return federation, torch.load(path / CHECKPOINT_FILE, weights_only=True)
 
 
 def _read_status(path: Path) -> dict:

@@ -39,11 +39,11 @@ def coordinate(
     which Flower runs this one continues, count those runs' privacy spend as this run's.
     """
     check_coordinator_residency(federation)
-    ledgered = LedgeredGrid(grid, folder.open_ledger(federation.coordinator_country), federation)
+    ledger = folder.open_ledger(federation.coordinator_country)
+    ledgered = LedgeredGrid(grid, ledger, federation)
     continues = folder.earlier_runs() if resumed is not None else []
-    if continues and folder.ledger is not None:
-        entry = resumed_entry(grid.run.run_id, continues, folder.rounds_completed)
-        folder.ledger.append(entry, sign=True)
+    if continues:
+        ledger.append(resumed_entry(grid.run.run_id, continues, folder.rounds_completed), sign=True)
     try:
         timeout, done = federation.run.round_timeout, folder.rounds_completed
         roll = roll_call(ledgered, federation, timeout, continues, done)

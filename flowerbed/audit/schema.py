@@ -8,6 +8,7 @@ each (``Ledger.append``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
 GENESIS = "genesis"  # the first entry: whose ledger, where, and its public key
@@ -72,6 +73,18 @@ def resumed_entry(run: int, continues: list[int], after_round: int) -> dict[str,
     """A resumed run: Flower run ``run`` plays the rounds after ``after_round`` of the run
     whose earlier parts are the Flower runs ``continues``; one run to the auditor."""
     return {"kind": RESUMED, "run": run, "continues": continues, "round": after_round}
+
+
+def run_parts(entries: Iterable[dict[str, Any] | None]) -> dict[int, int]:
+    """Flower run id -> one id for every part of the resumed run it belongs to, from a
+    ledger's ``resumed`` entries (a later one lists every part before it, so it decides)."""
+    parts: dict[int, int] = {}
+    for entry in entries:
+        if entry is not None and entry.get("kind") == RESUMED:
+            first = min(int(run) for run in entry["continues"])
+            for run in (*entry["continues"], entry["run"]):
+                parts[int(run)] = first
+    return parts
 
 
 def close_entry() -> dict[str, Any]:

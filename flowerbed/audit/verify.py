@@ -35,7 +35,7 @@ from flowerbed.audit.ledger import (
 )
 from flowerbed.audit.residency import ResidencyPolicy
 from flowerbed.audit.roster import Roster, read_roster
-from flowerbed.audit.schema import DP, GENESIS, NETWORK, RESUMED, dp_history
+from flowerbed.audit.schema import DP, GENESIS, NETWORK, RESUMED, dp_history, run_parts
 from flowerbed.config import COORDINATOR, Federation, load_federation
 from flowerbed.errors import FlowerbedError
 from flowerbed.privacy import rdp
@@ -94,9 +94,11 @@ def verify_run(run_dir: Path) -> Verdict:
             problems.append(Problem(party, None, "no ledger in the run folder"))
     policy = ResidencyPolicy(federation.residency)
     runs = runs_of(ledgers.get(COORDINATOR))
+    coordinator = ledgers.get(COORDINATOR)
+    parts = run_parts(coordinator.entries if coordinator is not None else [])
     for ledger in ledgers.values():
         _check_budget_and_policy(ledger, federation, policy, problems)
-        _check_privacy(ledger, federation, runs, parts_of(ledgers.get(COORDINATOR)), problems)
+        _check_privacy(ledger, federation, runs, parts, problems)
     listed = {COORDINATOR, *(site.name for site in federation.sites)}
     _check_anchors(ledgers, listed, runs, problems)
     _check_transfers(ledgers, listed, runs, problems)
@@ -174,18 +176,6 @@ def runs_of(coordinator: PartyLedger | None) -> set[int] | None:
     if coordinator is None:
         return None
     return {e["run"] for e in coordinator.entries if "run" in e}
-
-
-def parts_of(coordinator: PartyLedger | None) -> dict[int, int]:
-    """Flower run id -> the first Flower run of the run it is part of, for resumed runs: the
-    coordinator's signed ``resumed`` entries say which runs one run continues."""
-    parts: dict[int, int] = {}
-    for entry in coordinator.entries if coordinator is not None else []:
-        if entry.get("kind") == RESUMED:
-            first = min(int(run) for run in entry["continues"])
-            for run in (*entry["continues"], entry["run"]):
-                parts[int(run)] = first
-    return parts
 
 
 def cut_off(coordinator: PartyLedger) -> dict[int, int]:
@@ -300,9 +290,9 @@ def _check_privacy(
 ) -> None:
     """Every epsilon a site's ledger claims, recomputed from the DP steps its entries record
     (noise multiplier, sample rate, steps, delta) with Opacus's RDP analysis: the run's (a
-    resumed run's over all its parts, ``parts``), and the lifetime's over every run in the
-    ledger. A claim the steps do not give, or a spend past the budget, is a problem; the
-    site's own number is not trusted."""
+    resumed run's over all its parts, ``parts``, from the coordinator's ``resumed``
+    entries), and the lifetime's over every run in the ledger. A claim the steps do not
+    give, or a spend past the budget, is a problem; the site's own number is not trusted."""
     site = next((s for s in federation.sites if s.name == ledger.party), None)
     if site is None:
         return

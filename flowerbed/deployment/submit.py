@@ -59,7 +59,7 @@ def submit_run(
     out = Path(out).resolve()
     done = 0
     if resume:
-        _, done = resumable(out)
+        done = int(resumable(out)[1]["round"])
     else:
         check_new_run_folder(out)
     host, port = parse_address(superlink, "--superlink")

@@ -23,7 +23,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, RecordDict
 
 from flowerbed.audit.ledger import Ledger, read_ledger
-from flowerbed.audit.schema import RESUMED, dp_history, resumed_entry
+from flowerbed.audit.schema import dp_history, resumed_entry, run_parts
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.errors import SiteRefused
 from flowerbed.hospital_client.site_folder import deployed_site
@@ -45,16 +45,15 @@ def ledger_history(ledger: Path, leave_out: Iterable[int] = ()) -> dict[int, His
     runs: dict[int, History] = {}
     if not ledger.is_file():
         return runs
-    left_out, first_of = set(leave_out), {}
-    for entry in read_ledger(ledger).entries:
+    left_out, entries = set(leave_out), read_ledger(ledger).entries
+    parts = run_parts(entries)
+    for entry in entries:
         if entry is None:
             continue  # unreadable: audit verify names it
-        if entry.get("kind") == RESUMED:
-            first_of[int(entry["run"])] = min(int(run) for run in entry["continues"])
         rows = dp_history(entry)
         if rows and entry.get("run") not in left_out:
             run = int(entry["run"])
-            runs.setdefault(first_of.get(run, run), []).extend(rows)
+            runs.setdefault(parts.get(run, run), []).extend(rows)
     return runs
 
 
