@@ -179,7 +179,10 @@ class PrivacySettings(_Section):
     ``epsilon`` is the budget of a site's data set over its whole lifetime,
     every run it takes part in composed; ``run_epsilon`` caps what one run
     may spend (default: the whole budget), and is what each run's noise is
-    planned for.
+    planned for. ``canaries`` plants that many mislabelled copies of a site's
+    own images in its training set, each with probability 1/2, for the one-run
+    audit's empirical lower bound on epsilon (``datasets.canaries``); 0 plants
+    none. They cost the model a little: 64 among a site's thousands is noise.
     """
 
     enabled: bool = True
@@ -187,6 +190,7 @@ class PrivacySettings(_Section):
     run_epsilon: float | None = Field(None, gt=0, le=1000)
     delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    canaries: int = Field(0, ge=0, le=100_000)
 
 
 class SiteSettings(_Section):

@@ -61,9 +61,9 @@ def test_a_unet_learns_the_synthetic_masks_in_a_few_epochs():
     before, _ = evaluate(model, test_set, 2)
     plan = TrainPlan(epochs=4, batch_size=16, learning_rate=0.01, optimizer="adam")
     seen = train(model, train_set, 2, plan, PrivacyAccount(), seed=0)
-    after, membership = evaluate(model, test_set, 2, calibration=train_set)
+    after, leak = evaluate(model, test_set, 2, calibration=train_set)
     assert after.dice > max(before.dice, 0.6) and seen.dice > 0.3
-    assert 0 <= membership <= 1 and np.isnan(after.auc)
+    assert 0 <= leak.auc <= 1 and np.isnan(after.auc)
 
 
 def write_masked_pngs(folder: Path, count: int) -> Path:

@@ -50,6 +50,9 @@ class MessageEntry(TypedDict, total=False):
     sealed_for: list[SealedItem]
     sealed_from: list[SealedItem]
     membership_auc: float
+    membership_tpr_at_1pct_fpr: float  # the attack's true positives at 1 % false positives
+    membership_tpr_at_01pct_fpr: float  # and at 0.1 %
+    canary_epsilon: float  # the canaries' lower bound on epsilon (one-run audit)
     test_auc: float  # the site's model on its own test split, classification
     test_dice: float  # the same, segmentation
     network_sha256: str  # a roll-call answer's: the source hash of the own network it runs

@@ -113,12 +113,23 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class Canaries:
+    """A site's canaries (``datasets.canaries``), wrong labels in place, and which of them
+    its training set holds: what its one-run privacy audit scores the model on."""
+
+    images: Images
+    members: np.ndarray
+
+
+@dataclass(frozen=True)
 class SiteData:
-    """One site's own data: what it trains on and its held-out test split."""
+    """One site's own data: what it trains on and its held-out test split; and the canaries
+    planted in its training set, if the federation audits with them."""
 
     train: Images
     test: Images
     num_classes: int
+    canaries: Canaries | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

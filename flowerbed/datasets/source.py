@@ -17,6 +17,7 @@ import numpy as np
 from flowerbed.catalogue import READERS
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.base import Dataset, ImageSet, SiteData
+from flowerbed.datasets.canaries import plant_canaries
 from flowerbed.datasets.content import check_content
 from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
@@ -155,7 +156,8 @@ def site_data(federation: Federation, site: SiteSettings, checked: bool = True) 
         test = None if test_parts is None else dataset.test.subset(test_parts[position])
     if test is None:
         train, test = hold_out(train, federation.data.test_fraction, seed)
-    return SiteData(train=train, test=test, num_classes=dataset.num_classes)
+    own = SiteData(train=train, test=test, num_classes=dataset.num_classes)
+    return plant_canaries(own, federation.privacy.canaries, seed, site.name)
 
 
 def hold_out(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:

@@ -56,6 +56,9 @@ def _ledger(
 # measured, and the model's test AUC (classification) or Dice (segmentation).
 LEDGERED_TEST_SCORES = {
     R.MEMBERSHIP_AUC: "membership_auc",
+    R.MEMBERSHIP_TPR_1PCT: "membership_tpr_at_1pct_fpr",
+    R.MEMBERSHIP_TPR_01PCT: "membership_tpr_at_01pct_fpr",
+    R.CANARY_EPSILON: "canary_epsilon",
     R.AUC: "test_auc",
     R.DICE: "test_dice",
 }

@@ -207,9 +207,14 @@ def test_metrics(
 
     Accuracy is at the site's own operating point, chosen on its training data.
     """
-    scores, membership = evaluate(model, data.test, data.num_classes, calibration=data.train)
+    scores, leak = evaluate(
+        model, data.test, data.num_classes, data.train, data.canaries, federation.privacy.delta
+    )
     metrics = metrics_of(scores, spent(context, federation), federation.budget_of(site))
-    metrics[R.MEMBERSHIP_AUC] = membership
+    metrics[R.MEMBERSHIP_AUC] = leak.auc
+    metrics[R.MEMBERSHIP_TPR_1PCT] = leak.tpr_at_1pct
+    metrics[R.MEMBERSHIP_TPR_01PCT] = leak.tpr_at_01pct
+    metrics[R.CANARY_EPSILON] = leak.canary_epsilon
     return metrics
 
 

@@ -27,11 +27,12 @@ from torch.utils.data import DataLoader
 
 from flowerbed.catalogue import SEGMENTATION
 from flowerbed.datasets.augment import augmenter
-from flowerbed.datasets.base import Images
+from flowerbed.datasets.base import Canaries, Images
 from flowerbed.errors import TrainingDiverged
 from flowerbed.hospital_client.scoring import Scores, Tally, tally_for
 from flowerbed.privacy.accounting import PrivacyAccount
-from flowerbed.privacy.membership import loss_threshold_auc
+from flowerbed.privacy.canary_audit import epsilon_lower_bound
+from flowerbed.privacy.membership import Leak, measure_leak
 from flowerbed.privacy.per_sample import install_layout_safe_conv_sampler
 
 EVAL_BATCH = 256
@@ -214,23 +215,35 @@ def _proximal_step(model: nn.Module, anchor: list[torch.Tensor], rate: float) ->
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Images, num_classes: int, calibration: Images | None = None
-) -> tuple[Scores, float]:
+    model: nn.Module,
+    data: Images,
+    num_classes: int,
+    calibration: Images | None = None,
+    canaries: Canaries | None = None,
+    delta: float = 1e-5,
+) -> tuple[Scores, Leak]:
     """Scores of ``model`` on ``data`` (the site's held-out test split), and its leak.
 
     With ``calibration`` (the site's training data) a two-class model's
     accuracy is taken at the site's own operating point, chosen there; the
-    threshold never leaves the site. Without it, at 0.5. The second value is
-    the membership-inference attack's AUC, training data against ``data``
-    (NaN without ``calibration``). Both use the same seeded sample of at most
+    threshold never leaves the site. Without it, at 0.5. The leak is the
+    membership-inference attack's, training data against ``data`` (unmeasured
+    without ``calibration``), and with ``canaries`` their lower bound on
+    epsilon at ``delta``. The attack uses the same seeded sample of at most
     ``CALIBRATION_EXAMPLES`` training examples every round: a pass over all
     of a large site's training data would cost a third of its training epoch.
     """
     if calibration is None:
-        return predict(model, data, num_classes)[0].scores(), float("nan")
-    test, seen = predict(model, data, num_classes, _sample(calibration, CALIBRATION_EXAMPLES))
-    membership = loss_threshold_auc(seen.losses(), test.losses())
-    return test.scores(seen.operating_point()), membership
+        return predict(model, data, num_classes)[0].scores(), Leak()
+    planted = [] if canaries is None else [canaries.images]
+    test, seen, *scored = predict(
+        model, data, num_classes, _sample(calibration, CALIBRATION_EXAMPLES), *planted
+    )
+    leak = measure_leak(seen.losses(), test.losses())
+    if canaries is not None:
+        bound = epsilon_lower_bound(scored[0].losses().numpy(), canaries.members, delta)
+        leak = dataclasses.replace(leak, canary_epsilon=bound)
+    return test.scores(seen.operating_point()), leak
 
 
 def _sample(data: Images, size: int) -> Images:

@@ -76,6 +76,9 @@ BUDGET_EXHAUSTED = "budget-exhausted"
 DISAGREEMENT = "disagreement"  # gossip: mean squared parameter distance to neighbours
 REJECTED_PAYLOADS = "rejected-payloads"  # gossip: payloads that failed to open
 MEMBERSHIP_AUC = "membership-auc"  # loss-threshold attack on the site's model, own data
+MEMBERSHIP_TPR_1PCT = "membership-tpr-at-1pct-fpr"  # the same attack, at 1 % false positives
+MEMBERSHIP_TPR_01PCT = "membership-tpr-at-0.1pct-fpr"  # and at 0.1 %
+CANARY_EPSILON = "canary-epsilon"  # the one-run audit's lower bound on epsilon (canaries)
 EPSILON_LIFETIME = "epsilon-lifetime"  # the site's data set's spend over every run so far
 # The round's DP-SGD steps, what its epsilon depends on: parallel lists, one entry per
 # (noise multiplier, sample rate) it trained at; and delta. The ledger keeps them, and
@@ -100,6 +103,9 @@ DECLARED_METRICS = frozenset(
         BUDGET_EXHAUSTED,
         DISAGREEMENT,
         MEMBERSHIP_AUC,
+        MEMBERSHIP_TPR_1PCT,
+        MEMBERSHIP_TPR_01PCT,
+        CANARY_EPSILON,
         REJECTED_PAYLOADS,
         DP_DELTA,
         *DP_HISTORY,
