@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flowerbed.audit.report import FORMATS, write_reports
+from flowerbed.audit.report import DEFAULT_FORMATS, FORMATS, check_report, write_reports
 from flowerbed.audit.verify import verify_run
 from flowerbed.catalogue import MODELS, PARTITIONERS, READERS, STRATEGIES, TOPOLOGIES
 from flowerbed.config import Federation, default_sites, load_federation
@@ -145,19 +145,30 @@ app.add_typer(audit, name="audit")
 
 
 @audit.command("verify")
-def audit_verify(run: Annotated[Path, typer.Argument(help="run folder with ledgers/")]) -> None:
-    """Exit 0 only if every ledger is intact and consistent, transfers matched, policy kept."""
+def audit_verify(
+    run: Annotated[Path, typer.Argument(help="run folder with ledgers/")],
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="a report.json to check against the ledgers"),
+    ] = None,
+) -> None:
+    """Exit 0 only if every ledger is intact and consistent, transfers matched, policy kept;
+    with --report, and that report is the one the ledgers give (unedited)."""
     verdict = verify_run(run)
-    for problem in verdict.problems:
+    problems = [str(p) for p in verdict.problems]
+    if report is not None:
+        problems += check_report(run, report)
+    for problem in problems:
         console.print(f"[red]✗[/] {problem}", highlight=False)
     parties = len(verdict.ledgers)
-    if verdict.problems:
-        console.print(f"[red]{len(verdict.problems)} problem(s)[/] in {parties} ledgers of {run}")
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s)[/] in {parties} ledgers of {run}")
         raise typer.Exit(1)
     entries = sum(len(ledger.entries) for ledger in verdict.ledgers.values())
     console.print(
         f"[green]verified[/]: {parties} ledgers, {entries} entries: chains intact, transfers "
         "matched, residency policy and privacy budgets kept"
+        + (f"; {report} is the report they give" if report is not None else "")
     )
 
 
@@ -165,11 +176,13 @@ def audit_verify(run: Annotated[Path, typer.Argument(help="run folder with ledge
 def audit_report(
     run: Annotated[Path, typer.Argument(help="run folder with ledgers/")],
     format: Annotated[
-        list[str] | None, typer.Option("--format", help="html, md or json (repeatable)")
+        list[str] | None,
+        typer.Option("--format", help="html, md, json or pdf (repeatable; pdf: A4, Chromium)"),
     ] = None,
 ) -> None:
-    """Write report.html, report.md and report.json into the run folder."""
-    formats = tuple(format or FORMATS)
+    """Write report.html, report.md and report.json into the run folder (or the --format
+    chosen; pdf prints the HTML to A4 with headless Chromium)."""
+    formats = tuple(format or DEFAULT_FORMATS)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise FlowerbedError(f"--format {unknown[0]} is not one of {', '.join(FORMATS)}")

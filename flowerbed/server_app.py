@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import Result
 
 from flowerbed.audit.ledgered_grid import LedgeredGrid
 from flowerbed.audit.residency import ResidencyPolicy
-from flowerbed.audit.schema import network_entry, resumed_entry
+from flowerbed.audit.schema import app_entry, network_entry, resumed_entry
 from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import Federation, load_federation
 from flowerbed.errors import ConfigError, ModelError, RunStopped
@@ -166,13 +166,24 @@ def make_server_app(
         out = Path(str(context.run_config.get("out", "runs/flwr")))
         if folder is None and context.run_config.get(R.RESUME):
             found, federation, checkpoint = RunFolder.resume(out)
+            _sign_app(found, context)
             coordinate(grid, federation, found, checkpoint)
             return
         path = federation_file or Path(str(context.run_config[R.FEDERATION_FILE]))
         federation = load_federation(path)
-        coordinate(grid, federation, folder or RunFolder.create(out, federation), resumed)
+        started = folder or RunFolder.create(out, federation)
+        _sign_app(started, context)
+        coordinate(grid, federation, started, resumed)
 
     return app
+
+
+def _sign_app(folder: RunFolder, context: Context) -> None:
+    """Sign the app bundle a deployed run was submitted as into the coordinator's ledger,
+    for the report to set against the bundles each site approved (a simulation has none)."""
+    digest = str(context.run_config.get(R.APP, ""))
+    if digest and folder.ledger is not None:
+        folder.ledger.append(app_entry(digest), sign=True)
 
 
 app = make_server_app()

@@ -1,43 +1,56 @@
 """``flowerbed audit report``: the evidence, for the data-protection officer who signs off.
 
 Built only from verified ledgers (``verify.verify_run``) and the resolved
-federation, never from what the run printed. It says, per country and site,
-what left and arrived and to whom (a country flow matrix, as a table and a
-plot), which kinds of payload left each site (parameters, sealed
-parameters, metrics, identity, ledger heads, and nothing else), the privacy
-spent per site per round (table and plot), whether every chain and the
-residency policy hold, and what the run was (strategy, topology, rounds,
-model, DP settings, software versions).
+federation, never from what the run printed. It opens with a page in plain
+language (``plain_language``): the verdict, what patient data left (none:
+counted from what the egress guard let out), where each country's model
+updates went against the policy, each site's privacy spend against its
+budgets, honesty flags, the leak measured, every problem verify found. Then
+the evidence: what the signature covers (run, times, the app bundle and who
+approved it, the roster, every party's last signed ledger head), a country
+flow matrix, payload kinds per site, privacy and test scores per round, and
+what the run was.
 
-Three forms from one ``Report``: ``report.json`` (data), ``report.md``
-(with the plots as PNG files beside it) and ``report.html`` (one
-self-contained file, plots inline, readable offline).
+``report.json`` carries its own sha256 over everything the ledgers decide
+(``signed_body``); ``flowerbed audit verify RUN --report report.json``
+derives the report again from the ledgers and fails if the two differ, so
+an edited report is caught. The software that rendered it is noted beside,
+outside the hash: another machine verifies the same report with its own.
+Four forms from one ``Report`` (``report_pages``): ``report.json``,
+``report.md`` (plots as PNG files beside it), ``report.html`` (one
+self-contained file, plots inline, readable offline) and ``report.pdf``
+(A4, printed from the HTML by headless Chromium).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import hashlib
 import json
 import platform
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt
-
-from flowerbed.audit.schema import ERROR, FLAGGED, MISSING, NETWORK
+from flowerbed.audit.plain_language import plain_language
+from flowerbed.audit.schema import APP, ERROR, FLAGGED, MISSING, NETWORK
 from flowerbed.audit.verify import Verdict, in_runs, node_sites, runs_of, verify_run
 from flowerbed.config import COORDINATOR
+from flowerbed.errors import FlowerbedError
 from flowerbed.protocol.records import SITE_ERROR, split_site_error
 
-FORMATS = ("html", "md", "json")
+FORMATS = ("html", "md", "json", "pdf")
+DEFAULT_FORMATS = ("html", "md", "json")  # a PDF needs Chromium; asked for by name
+UNSIGNED = ("report_sha256", "rendered_with")  # what the report's own sha256 leaves out
+# A site's leak, from its last scored reply: the ledger field -> the report's name for it.
+LEAK_FIELDS = {
+    "membership_auc": "attack_auc",
+    "membership_tpr_at_1pct_fpr": "tpr_at_1pct_fpr",
+    "membership_tpr_at_01pct_fpr": "tpr_at_01pct_fpr",
+    "canary_epsilon": "canary_epsilon",
+}
 LEGEND_SITES = 12
 PACKAGES = ("flowerbed", "flwr", "torch", "monai", "opacus", "cryptography")
 CATEGORIES = {
@@ -68,6 +81,12 @@ class Report:
     test_scores: dict[str, dict[str, float]]  # site -> "auc" or "dice" of its last scored model
     flagged: list[dict[str, Any]]  # honesty checks: round, site, reason, excluded
     failed: list[dict[str, Any]]  # sites that answered with an error, or not at all: round, why
+    leak: dict[str, dict[str, float]]  # site -> LEAK_FIELDS' names, of its last scored model
+    scores_by_round: dict[str, dict[int, float]]  # site -> round -> test AUC, or Dice
+    signature: dict[str, Any]  # what a signature on this report covers (``_signature``)
+    summary: dict[str, list[str]] = field(default_factory=dict)  # the plain-language page
+    report_sha256: str = ""  # of ``signed_body``: everything above
+    rendered_with: dict[str, str] = field(default_factory=dict)  # software; not signed
 
 
 def build_report(run_dir: Path) -> Report:
@@ -79,6 +98,8 @@ def build_report(run_dir: Path) -> Report:
     lifetime: dict[str, float] = {}
     membership: dict[str, float] = {}
     test_scores: dict[str, dict[str, float]] = {}
+    leak: dict[str, dict[str, float]] = {}
+    scores_by_round: dict[str, dict[int, float]] = {}
     parties = []
     coordinator = verdict.ledgers.get(COORDINATOR)
     nodes = node_sites(coordinator) if coordinator is not None else {}
@@ -111,7 +132,7 @@ def build_report(run_dir: Path) -> Report:
         lifetimes = [e["epsilon_lifetime"] for e in this_run if "epsilon_lifetime" in e]
         if lifetimes:
             lifetime[name] = float(max(lifetimes))
-        scored = [e for e in sent if "membership_auc" in e]
+        scored = [e for e in this_run if e.get("direction") == "out" and "membership_auc" in e]
         if scored:
             membership[name] = float(scored[-1]["membership_auc"])
             test_scores[name] = {
@@ -119,12 +140,17 @@ def build_report(run_dir: Path) -> Report:
                 for score in ("auc", "dice")
                 if f"test_{score}" in scored[-1]
             }
+            leak[name] = {
+                named: float(scored[-1][key]) for key, named in LEAK_FIELDS.items()
+                if key in scored[-1]
+            }  # fmt: skip
+            scores_by_round[name] = _scores_by_round(scored, federation.run.rounds)
         for entry in sent:
             for sealed in entry.get("sealed_for", []):
                 receiver = federation.country_of(sealed["peer"]) or str(sealed.get("country"))
                 flows[ledger.country or "?"][receiver] += sealed["bytes"]
     countries = sorted({p["country"] for p in parties if p["country"]})
-    return Report(
+    report = Report(
         verdict="verified" if verdict.ok else "FAILED",
         problems=[str(p) for p in verdict.problems],
         run=_run_summary(verdict),
@@ -142,7 +168,106 @@ def build_report(run_dir: Path) -> Report:
             e for e in (coordinator.entries if coordinator else []) if e.get("kind") == FLAGGED
         ],
         failed=_failures(coordinator.entries if coordinator else [], nodes),
+        leak=leak,
+        scores_by_round=scores_by_round,
+        signature=_signature(verdict, runs),
     )
+    report.summary = plain_language(report, verdict)
+    report.report_sha256 = _sha256(signed_body(report))
+    report.rendered_with = _software()
+    return report
+
+
+def signed_body(report: Report | dict[str, Any]) -> dict[str, Any]:
+    """The report as JSON data, less what its own sha256 leaves out (``UNSIGNED``)."""
+    data = report if isinstance(report, dict) else json.loads(_json(report))
+    return {key: value for key, value in data.items() if key not in UNSIGNED}
+
+
+def _json(report: Report) -> str:
+    return json.dumps(asdict(report), indent=2, default=str)
+
+
+def _sha256(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_report(run_dir: Path, path: Path) -> list[str]:
+    """Why the report at ``path`` is not the one ``run_dir``'s ledgers give; empty if it is.
+
+    Its sha256 must match its own content (an edit that forgot the hash), and its content
+    the report derived again now (an edit that recomputed it)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise FlowerbedError(f"{path}: not a readable report.json ({err})") from None
+    if not isinstance(data, dict) or "report_sha256" not in data:
+        raise FlowerbedError(f"{path}: not a report.json of `flowerbed audit report`")
+    problems = []
+    if _sha256(signed_body(data)) != data["report_sha256"]:
+        problems.append(f"{path}: its report_sha256 does not match its content: it was edited")
+    derived = signed_body(build_report(run_dir))
+    differing = sorted(k for k in derived.keys() | data.keys() - set(UNSIGNED)
+                       if data.get(k) != derived.get(k))  # fmt: skip
+    if differing:
+        problems.append(
+            f"{path} differs from the report its ledgers give in: {', '.join(differing)}"
+        )
+    return problems
+
+
+def _signature(verdict: Verdict, runs: set[int] | None) -> dict[str, Any]:
+    """What a signature on the report covers: the Flower runs, when the run started and
+    ended, its strategy, the app bundle it was submitted as and which sites approved it,
+    the roster every site held it to, and every party's last signed ledger head (through
+    the chain, each vouches for every entry before it)."""
+    coordinator = verdict.ledgers.get(COORDINATOR)
+    own = [e for e in (coordinator.entries if coordinator else []) if in_runs(e, runs)]
+    times = sorted(str(e["time"]) for e in own if "time" in e)
+    app = next((str(e["sha256"]) for e in reversed(own) if e.get("kind") == APP), None)
+    approved, rosters = {}, set()
+    for name, ledger in verdict.ledgers.items():
+        for entry in ledger.entries:
+            if name != COORDINATOR and in_runs(entry, runs) and entry.get("direction") == "out":
+                if "approved_apps" in entry:
+                    approved[name] = list(entry["approved_apps"])
+                if "roster_sha256" in entry:
+                    rosters.add(str(entry["roster_sha256"]))
+    heads = {}
+    for name, ledger in sorted(verdict.ledgers.items()):
+        signed = [e for e in ledger.entries if "signature" in e]
+        if signed:
+            last = signed[-1]
+            heads[name] = {"index": last["index"], "hash": last["hash"],
+                           "signature": last["signature"]}  # fmt: skip
+    started, ended = (times[0], times[-1]) if times else (None, None)
+    return {
+        "runs": sorted(runs or []),
+        "started": started,
+        "ended": ended,
+        "duration_s": (
+            round((datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds())
+            if started and ended
+            else None
+        ),
+        "strategy": verdict.federation.run.strategy,
+        "app_sha256": app,
+        "app_approved_by": sorted(site for site, apps in approved.items() if app in apps),
+        "app_not_approved_by": sorted(s for s, apps in approved.items() if app not in apps),
+        "roster_sha256": sorted(rosters),
+        "ledger_heads": heads,
+    }
+
+
+def _scores_by_round(scored: list[dict[str, Any]], rounds: int) -> dict[int, float]:
+    """A site's test score (Dice for masks, else AUC) after each round it was scored in."""
+    by_round: dict[int, float] = {}
+    for entry in scored:
+        round_ = int(entry.get("round", 0))
+        score = entry.get("test_dice", entry.get("test_auc"))
+        if score is not None and 0 < round_ <= rounds:
+            by_round[round_] = float(score)
+    return dict(sorted(by_round.items()))
 
 
 def _failures(entries: list[dict[str, Any]], nodes: dict[int, str]) -> list[dict[str, Any]]:
@@ -197,9 +322,8 @@ def _network(verdict: Verdict) -> str:
     )
 
 
-def _run_summary(verdict: Verdict) -> dict[str, Any]:
-    federation = verdict.federation
-    run, privacy = federation.run, federation.privacy
+def _software() -> dict[str, str]:
+    """The versions of what rendered the report (not signed: a verifier's may differ)."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -207,6 +331,12 @@ def _run_summary(verdict: Verdict) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     versions["python"] = platform.python_version()
+    return versions
+
+
+def _run_summary(verdict: Verdict) -> dict[str, Any]:
+    federation = verdict.federation
+    run, privacy = federation.run, federation.privacy
     return {
         "strategy": run.strategy,
         "topology": run.topology if run.strategy == "gossip" else "server-side",
@@ -222,187 +352,20 @@ def _run_summary(verdict: Verdict) -> dict[str, Any]:
             else "off"
         ),
         "residency": federation.residency or "no restriction",
-        "software": versions,
+        "canaries": privacy.canaries,
     }
 
 
-def _flow_plot(report: Report) -> bytes:
-    countries = report.countries
-    grid = [[report.flows.get(s, {}).get(r, 0) / 1e6 for r in countries] for s in countries]
-    figure, axis = plt.subplots(figsize=(1.6 + 1.1 * len(countries), 1.2 + 1.0 * len(countries)))
-    image = axis.imshow(grid, cmap="Blues")
-    axis.set(
-        xticks=range(len(countries)), yticks=range(len(countries)),
-        xticklabels=countries, yticklabels=countries,
-        xlabel="received in", ylabel="sent from", title="parameter MB by country",
-    )  # fmt: skip
-    top = max((max(row) for row in grid), default=0.0)
-    for i, row in enumerate(grid):
-        for j, value in enumerate(row):
-            ink = "white" if value > top / 2 else "black"
-            axis.text(j, i, f"{value:.2f}", ha="center", va="center", color=ink)
-    figure.colorbar(image, ax=axis)
-    return _png(figure)
-
-
-def _privacy_plot(report: Report) -> bytes:
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for site, spent in report.privacy.items():
-        axis.plot(list(spent), list(spent.values()), marker="o", label=site)
-    for budget in sorted(set(report.budgets.values())):
-        axis.axhline(budget, linestyle="--", color="grey")
-    axis.set(xlabel="round", ylabel="epsilon spent", title="privacy spent per site")
-    if len(report.privacy) <= LEGEND_SITES:  # beyond that a legend hides the plot
-        axis.legend(fontsize="small")
-    return _png(figure)
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) for every table, shared by Markdown and HTML."""
-    countries = report.countries
-    flow_rows = [
-        [s, *[f"{report.flows.get(s, {}).get(r, 0):,}" for r in countries]] for s in countries
-    ]
-    party_rows = [
-        [p["party"], str(p["country"]), str(p["messages_out"]), f"{p['bytes_out']:,}",
-         str(p["messages_in"]), f"{p['bytes_in']:,}", ", ".join(p["peers"]), p["chain"]]
-        for p in report.parties
-    ]  # fmt: skip
-    categories = sorted({c for kinds in report.payload_kinds.values() for c in kinds})
-    kind_rows = [
-        [site, *[str(kinds.get(c, 0)) for c in categories]]
-        for site, kinds in report.payload_kinds.items()
-    ]
-    rounds = sorted({r for spent in report.privacy.values() for r in spent})
-    privacy_rows = [
-        [site, f"{report.budgets.get(site, 0):g}",
-         *[f"{spent[r]:.3f}" if r in spent else "-" for r in rounds],
-         f"{report.lifetime[site]:.3f} of {report.lifetime_budgets.get(site, 0):g}"
-         if site in report.lifetime else "-",
-         f"{report.membership[site]:.3f}" if site in report.membership else "-",
-         _test_score(report.test_scores.get(site, {}))]
-        for site, spent in report.privacy.items()
-    ]  # fmt: skip
-    return [
-        ("Country flow matrix: bytes of parameters (site updates, sealed or not, and the "
-         "coordinator's global model), sender (row) to receiver (column)",
-         ["from \\ to", *countries], flow_rows),
-        ("Messages and bytes per party", ["party", "country", "messages out", "bytes out",
-         "messages in", "bytes in", "with", "chain"], party_rows),
-        ("Kinds of payload that left each site (messages)", ["site", *categories], kind_rows),
-        ("Sites flagged by honesty checks (probe answers, updates' size and direction, "
-         "gossip sketches)",
-         ["round", "site", "why", "excluded from the aggregate"],
-         [[str(f["round"]), f["site"], f["reason"], "yes" if f["excluded"] else "no"]
-          for f in report.flagged]),
-        ("Sites that failed a round or did not answer it (round 0: the roll call)",
-         ["round", "site", "what", "why"],
-         [[str(f["round"]), f["site"], f["what"], f["reason"]] for f in report.failed]),
-        ("Privacy: the run's budget and epsilon spent after each round; the site's data "
-         "set's lifetime spend over every run so far, of its lifetime budget (recomputed by "
-         "verify from the ledgered DP steps); and the privacy measured in fact: a "
-         "membership-inference attack's AUC on the site's last model (0.5: no leak), and "
-         "that model's test score (AUC; Dice for segmentation)",
-         ["site", "run budget", *[f"round {r}" for r in rounds], "lifetime",
-          "attack AUC", "test score"],
-         privacy_rows),
-    ]  # fmt: skip
-
-
-def _test_score(scores: dict[str, float]) -> str:
-    """A site's last test score as the task measures it: Dice for masks, else AUC."""
-    if "dice" in scores:
-        return f"Dice {scores['dice']:.3f}"
-    return f"AUC {scores['auc']:.3f}" if "auc" in scores else "-"
-
-
-def _summary_lines(report: Report) -> list[tuple[str, str]]:
-    run = report.run
-    return [
-        ("verdict", report.verdict),
-        ("strategy", f"{run['strategy']} ({run['topology']})"),
-        ("rounds", f"{run['rounds']} x {run['local_epochs']} local epochs"),
-        ("model", run["model"]),
-        ("sites", str(run["sites"])),
-        ("coordinator country", run["coordinator_country"]),
-        ("differential privacy", run["dp"]),
-        ("residency policy", json.dumps(run["residency"])),
-        ("software", ", ".join(f"{k} {v}" for k, v in run["software"].items())),
-    ]
-
-
-def write_markdown(report: Report, out: Path, plots: dict[str, bytes]) -> Path:
-    lines = ["# Data-residency audit report", ""]
-    lines += [f"- **{key}**: {value}" for key, value in _summary_lines(report)]
-    lines += ["", "## Problems", ""]
-    lines += [f"- {p}" for p in report.problems] or ["None: every check passed."]
-    for title, header, rows in _tables(report):
-        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
-        lines += ["|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    for name in plots:
-        (out / f"report_{name}.png").write_bytes(plots[name])
-        lines += ["", f"![{name}](report_{name}.png)"]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def write_html(report: Report, out: Path, plots: dict[str, bytes]) -> Path:
-    esc = html.escape
-    verdict_class = "ok" if report.verdict == "verified" else "bad"
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>flowerbed audit report</title><style>",
-        "body{font-family:sans-serif;max-width:70em;margin:2em auto;color:#222}",
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;",
-        "padding:.3em .6em;text-align:right}th:first-child,td:first-child{text-align:left}",
-        ".ok{color:#1a7f37}.bad{color:#b42318}</style></head><body>",
-        "<h1>Data-residency audit report</h1>",
-        f"<p id='verdict' class='{verdict_class}'><strong>Verdict: {esc(report.verdict)}</strong>",
-        "</p><table id='summary'>",
-        *[f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _summary_lines(report)],
-        "</table><h2>Problems</h2><ul id='problems'>",
-        *([f"<li>{esc(p)}</li>" for p in report.problems] or ["<li>None: all checks pass.</li>"]),
-        "</ul>",
-    ]
-    ids = ["flow-matrix", "parties", "payload-kinds", "flagged", "failed", "budgets"]
-    for table_id, (title, header, rows) in zip(ids, _tables(report), strict=True):
-        parts += [f"<h2>{esc(title)}</h2><table id='{table_id}'><tr>"]
-        parts += [f"<th>{esc(h)}</th>" for h in header] + ["</tr>"]
-        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
-        parts += ["</table>"]
-    for name, png in plots.items():
-        data = base64.b64encode(png).decode()
-        parts += [f"<p><img alt='{name}' src='data:image/png;base64,{data}'></p>"]
-    parts += ["</body></html>"]
-    path = out / "report.html"
-    path.write_text("\n".join(parts))
-    return path
-
-
-def write_reports(run_dir: Path, formats: tuple[str, ...] = FORMATS) -> tuple[Report, list[Path]]:
+def write_reports(
+    run_dir: Path, formats: tuple[str, ...] = DEFAULT_FORMATS
+) -> tuple[Report, list[Path]]:
     """Verify ``run_dir`` and write the chosen report files into it."""
+    from flowerbed.audit.report_pages import write_pages
+
     report = build_report(run_dir)
-    plots = (
-        {"flows": _flow_plot(report), "privacy": _privacy_plot(report)}
-        if {"html", "md"} & set(formats)
-        else {}
-    )
     written = []
     if "json" in formats:
         path = Path(run_dir) / "report.json"
-        path.write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
+        path.write_text(_json(report) + "\n")
         written.append(path)
-    if "md" in formats:
-        written.append(write_markdown(report, Path(run_dir), plots))
-    if "html" in formats:
-        written.append(write_html(report, Path(run_dir), plots))
-    return report, written
+    return report, written + write_pages(report, Path(run_dir), formats)

@@ -17,6 +17,7 @@ FLAGGED = "flagged"  # an honesty check flagged a site
 REFUSED = "refused"  # the egress guard stopped a reply
 APP_REFUSED = "app-refused"  # a site refused to run an app it has not approved
 NETWORK = "network"  # the coordinator's: the network the roll call settled on
+APP = "app"  # the coordinator's: the sha256 of the app bundle `flowerbed run` submitted
 RESUMED = "resumed"  # the coordinator's: this Flower run goes on with earlier ones' rounds
 ERROR = "error"  # a site answered with an error
 MISSING = "missing"  # a site did not answer before the deadline
@@ -56,6 +57,8 @@ class MessageEntry(TypedDict, total=False):
     test_auc: float  # the site's model on its own test split, classification
     test_dice: float  # the same, segmentation
     network_sha256: str  # a roll-call answer's: the source hash of the own network it runs
+    roster_sha256: str  # a roll-call answer's: the roster the site pinned and holds the run to
+    approved_apps: list[str]  # a deployed site's roll-call answer: the bundles it runs
 
 
 def genesis_entry(party: str, country: str, public_key: str) -> dict[str, Any]:
@@ -70,6 +73,12 @@ def network_entry(
         "kind": NETWORK, "network": name, "source_sha256": source_sha256, "task": task,
         "input_shape": input_shape, "classes": classes,
     }  # fmt: skip
+
+
+def app_entry(sha256: str) -> dict[str, Any]:
+    """The app bundle a deployed run was submitted as; each site's SuperNode runs it only if
+    its operator approved that hash, and says which it approved in its identity answer."""
+    return {"kind": APP, "sha256": sha256}
 
 
 def resumed_entry(run: int, continues: list[int], after_round: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import flowerbed
 PUBLISHER = "flowerbed"
 APP_NAME = "flowerbed"
 # Set by `flowerbed run` on the coordinator's machine; strings, empty unless given.
-RUN_CONFIG_KEYS = ("federation", "out", "resume")
+RUN_CONFIG_KEYS = ("federation", "out", "resume", "app")
 
 
 def app_files() -> dict[str, bytes]:

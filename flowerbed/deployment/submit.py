@@ -24,7 +24,7 @@ from flowerbed.deployment.app_bundle import app_hash, write_app
 from flowerbed.deployment.flwr_cli import FlwrCli
 from flowerbed.deployment.network import check_certificate, check_reachable, parse_address
 from flowerbed.errors import FlowerbedError
-from flowerbed.protocol.records import RESUME
+from flowerbed.protocol.records import APP, RESUME
 from flowerbed.run_folder import METRICS_FILE, STATUS_FILE, check_new_run_folder, resumable
 
 POLL_S = 2.0
@@ -69,10 +69,11 @@ def submit_run(
     with tempfile.TemporaryDirectory(prefix="flowerbed-run-") as scratch:
         flwr = FlwrCli(Path(scratch) / "flwr-home", superlink, root_certificates)
         app = write_app(Path(scratch) / "app")
-        run_config = {"federation": str(federation_file), "out": str(out)}
+        digest = app_hash()  # the coordinator signs it; each site ledgers what it approved
+        run_config = {"federation": str(federation_file), "out": str(out), APP: digest}
         run_config[RESUME] = "yes" if resume else ""
         run_id = flwr.submit(app, run_config)
-        on_submitted(run_id, app_hash())
+        on_submitted(run_id, digest)
         status, details = _follow(flwr, run_id, out, on_round, done)
     if status != COMPLETED:
         raise FlowerbedError(f"run {run_id} {status.removeprefix(FINISHED)}: {details}")

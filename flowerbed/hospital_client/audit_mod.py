@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 
 from flowerbed.audit.entries import attach_head, message_fields, sealed_list, server_round
 from flowerbed.audit.ledger import Ledger
+from flowerbed.audit.roster import PinnedRoster
 from flowerbed.audit.schema import DP, dp_field, refused_entry
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import SiteRefused
@@ -102,6 +104,18 @@ def _dp_steps(content: RecordDict) -> dict:
     return {DP: steps, "epsilon_lifetime": float(metrics[R.EPSILON_LIFETIME])}
 
 
+def _terms(context: Context, pinned: PinnedRoster | None, kind: str) -> dict[str, Any]:
+    """What a roll-call answer puts in the site's own ledger of the terms it joined on: the
+    roster it pinned, and (deployed) the app bundles its operator approved; for the report."""
+    if kind != f"query.{R.IDENTITY_QUERY}":
+        return {}
+    terms: dict[str, Any] = {} if pinned is None else {"roster_sha256": pinned.sha256}
+    folder = deployed_site(context)
+    if folder is not None:
+        terms["approved_apps"] = sorted(folder.config.policy.approved_apps)
+    return terms
+
+
 def make_audit_mod(site_of: SiteOf, ledgers: str | None, homes: str | None = None) -> Callable:
     """The mod for ``ClientApp(mods=[...])``; ``site_of`` resolves the site from the context,
     ``homes`` holds simulated sites' keys (``keys.site_home``)."""
@@ -154,6 +168,7 @@ def make_audit_mod(site_of: SiteOf, ledgers: str | None, homes: str | None = Non
             sealed_for=sealed_list(reply.content.config_records.get(R.SEALED), countries),
             **_test_scores(reply.content),
             **_network_code(reply.content),
+            **_terms(context, pinned, kind),
             **_dp_steps(reply.content),
         )  # fmt: skip
         if entry is not None:

@@ -154,6 +154,7 @@ def split_site_error(reason: str) -> tuple[str, str]:
 
 # Run-config key naming the federation file (``flwr run --run-config``).
 FEDERATION_FILE = "federation"
+APP = "app"  # run config: the sha256 of the app bundle `flowerbed run` submitted
 RESUME = "resume"  # run config, non-empty: go on with the run in "out" from its checkpoint
 
 # The roll call's config: the sha256 of the roster the coordinator runs with, which a
