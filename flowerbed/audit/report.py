@@ -222,7 +222,7 @@ def _signature(verdict: Verdict, runs: set[int] | None) -> dict[str, Any]:
     the roster every site held it to, and every party's last signed ledger head (through
     the chain, each vouches for every entry before it)."""
     coordinator = verdict.ledgers.get(COORDINATOR)
-    own = [e for e in (coordinator.entries if coordinator else []) if in_runs(e, runs)]
+    own = coordinator.entries if coordinator else []  # the run folder's: this run's alone
     times = sorted(str(e["time"]) for e in own if "time" in e)
     app = next((str(e["sha256"]) for e in reversed(own) if e.get("kind") == APP), None)
     approved, rosters = {}, set()
