@@ -85,7 +85,10 @@ def test_bad_input_is_one_clear_line_and_nothing_starts(
     [
         (["verify", "nowhere"], "nowhere is not a run folder"),
         (["report", "nowhere"], "nowhere is not a run folder"),
-        (["report", "nowhere", "--format", "pdf"], "--format pdf is not one of html, md, json"),
+        (
+            ["report", "nowhere", "--format", "docx"],
+            "--format docx is not one of html, md, json, pdf",
+        ),
     ],
 )
 def test_audit_of_a_folder_that_is_no_run_is_one_clear_line(

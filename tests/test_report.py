@@ -14,6 +14,7 @@ import pytest
 from conftest import AUDIT_SITES, _set_task_identity, flowerbed, run_in_process
 from matplotlib import image as mpimg
 
+from flowerbed.audit import report_pages
 from flowerbed.audit.report import check_report, signed_body, write_reports
 from flowerbed.audit.report_pages import headless
 from flowerbed.config import COORDINATOR, load_federation
@@ -229,3 +230,10 @@ def test_server_side_flows_show_updates_to_the_coordinator_and_the_global_model_
     assert set(report.flows["FR"]) == {"DE"}
     assert set(report.flows["DE"]) == {"DE", "FR"}
     assert report.flows["DE"]["FR"] > 0
+
+
+def test_a_pdf_without_chromium_is_one_clear_line(run, monkeypatch, capsys):
+    monkeypatch.setattr(report_pages, "chromium", lambda: None)
+    code, said = flowerbed(monkeypatch, capsys, "audit", "report", str(run), "--format", "pdf")
+    assert code == 1 and "Traceback" not in said
+    assert "headless Chromium, which is not installed" in said and "--format html" in said

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from flowerbed.audit.report_data import Report
 from flowerbed.audit.residency import ResidencyPolicy
 from flowerbed.audit.verify import Verdict
-
-if TYPE_CHECKING:
-    from flowerbed.audit.report import Report
 
 # What the egress guard lets a site send: the payload kinds the report counts as declared.
 DECLARED = {

@@ -28,13 +28,15 @@ import hashlib
 import json
 import platform
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from flowerbed.audit.plain_language import plain_language
+from flowerbed.audit.report_data import Report
+from flowerbed.audit.report_pages import write_pages
 from flowerbed.audit.schema import APP, ERROR, FLAGGED, MISSING, NETWORK
 from flowerbed.audit.verify import Verdict, in_runs, node_sites, runs_of, verify_run
 from flowerbed.config import COORDINATOR
@@ -51,7 +53,6 @@ LEAK_FIELDS = {
     "membership_tpr_at_01pct_fpr": "tpr_at_01pct_fpr",
     "canary_epsilon": "canary_epsilon",
 }
-LEGEND_SITES = 12
 PACKAGES = ("flowerbed", "flwr", "torch", "monai", "opacus", "cryptography")
 CATEGORIES = {
     "arrays": "parameters",
@@ -62,31 +63,6 @@ CATEGORIES = {
     "probe": "probe answer",
     "flags": "honesty flags",
 }
-
-
-@dataclass
-class Report:
-    verdict: str
-    problems: list[str]
-    run: dict[str, Any]
-    parties: list[dict[str, Any]]
-    countries: list[str]
-    flows: dict[str, dict[str, int]]  # sender country -> receiver country -> parameter bytes
-    payload_kinds: dict[str, dict[str, int]]  # site -> category -> messages
-    privacy: dict[str, dict[int, float]]  # site -> round -> epsilon spent after it
-    budgets: dict[str, float]
-    lifetime: dict[str, float]  # site -> its data set's epsilon over every run, after this one
-    lifetime_budgets: dict[str, float]
-    membership: dict[str, float]  # site -> attack AUC on its last scored model
-    test_scores: dict[str, dict[str, float]]  # site -> "auc" or "dice" of its last scored model
-    flagged: list[dict[str, Any]]  # honesty checks: round, site, reason, excluded
-    failed: list[dict[str, Any]]  # sites that answered with an error, or not at all: round, why
-    leak: dict[str, dict[str, float]]  # site -> LEAK_FIELDS' names, of its last scored model
-    scores_by_round: dict[str, dict[int, float]]  # site -> round -> test AUC, or Dice
-    signature: dict[str, Any]  # what a signature on this report covers (``_signature``)
-    summary: dict[str, list[str]] = field(default_factory=dict)  # the plain-language page
-    report_sha256: str = ""  # of ``signed_body``: everything above
-    rendered_with: dict[str, str] = field(default_factory=dict)  # software; not signed
 
 
 def build_report(run_dir: Path) -> Report:
@@ -360,8 +336,6 @@ def write_reports(
     run_dir: Path, formats: tuple[str, ...] = DEFAULT_FORMATS
 ) -> tuple[Report, list[Path]]:
     """Verify ``run_dir`` and write the chosen report files into it."""
-    from flowerbed.audit.report_pages import write_pages
-
     report = build_report(run_dir)
     written = []
     if "json" in formats:

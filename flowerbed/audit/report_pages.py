@@ -24,10 +24,11 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
-from flowerbed.audit.report import LEGEND_SITES, Report
+from flowerbed.audit.report_data import Report
 from flowerbed.errors import FlowerbedError
 
 PDF_TIMEOUT_S = 120
+LEGEND_SITES = 12  # beyond that a legend hides the plot
 LEAK_COLUMNS = {
     "attack_auc": "attack AUC",
     "tpr_at_1pct_fpr": "TPR at 1 % FPR",
