@@ -186,6 +186,12 @@ def test_three_hospitals_train_on_real_supernodes_and_their_ledgers_verify(feder
     report = build_report(run)
     assert report.run["model"].startswith("unet (segmentation, 16x16 images")
     assert all(0 < scores["dice"] <= 1 for scores in report.test_scores.values())
+    # What a signature covers: the bundle `flowerbed run` submitted, and each site's own
+    # ledger says it approved that one; the roster every site held the run to.
+    signed = report.signature
+    assert signed["app_sha256"] == app_hash() and signed["app_approved_by"] == sorted(SITES)
+    assert signed["app_not_approved_by"] == [] and len(signed["roster_sha256"]) == 1
+    assert signed["ledger_heads"].keys() == {"coordinator", *SITES}
 
 
 def test_a_site_refuses_an_app_its_operator_did_not_approve(federation):
