@@ -29,7 +29,11 @@ from flowerbed.strategies.roll_call import roll_call
 
 
 def coordinate(
-    grid: Grid, federation: Federation, folder: RunFolder, resumed: ArrayRecord | None = None
+    grid: Grid,
+    federation: Federation,
+    folder: RunFolder,
+    resumed: ArrayRecord | None = None,
+    app: str = "",
 ) -> None:
     """Run every planned round; record the outcome in ``folder`` whatever happens.
 
@@ -37,10 +41,14 @@ def coordinate(
     ``resumed`` is the checkpointed global model of a resumed run (``RunFolder.resume``):
     the rounds after ``folder.rounds_completed`` are played from it, and the sites, told
     which Flower runs this one continues, count those runs' privacy spend as this run's.
+    ``app`` is the sha256 of the bundle a deployed run was submitted as, signed into the
+    ledger for the report to set against the bundles each site's ledger says it approved.
     """
     check_coordinator_residency(federation)
     ledger = folder.open_ledger(federation.coordinator_country)
     ledgered = LedgeredGrid(grid, ledger, federation)
+    if app:
+        ledger.append(app_entry(app), sign=True)
     continues = folder.earlier_runs() if resumed is not None else []
     if continues:
         ledger.append(resumed_entry(grid.run.run_id, continues, folder.rounds_completed), sign=True)
@@ -164,26 +172,16 @@ def make_server_app(
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         out = Path(str(context.run_config.get("out", "runs/flwr")))
+        app = str(context.run_config.get(R.APP, ""))  # a deployed run's bundle; none simulated
         if folder is None and context.run_config.get(R.RESUME):
             found, federation, checkpoint = RunFolder.resume(out)
-            _sign_app(found, context)
-            coordinate(grid, federation, found, checkpoint)
+            coordinate(grid, federation, found, checkpoint, app)
             return
         path = federation_file or Path(str(context.run_config[R.FEDERATION_FILE]))
         federation = load_federation(path)
-        started = folder or RunFolder.create(out, federation)
-        _sign_app(started, context)
-        coordinate(grid, federation, started, resumed)
+        coordinate(grid, federation, folder or RunFolder.create(out, federation), resumed, app)
 
     return app
-
-
-def _sign_app(folder: RunFolder, context: Context) -> None:
-    """Sign the app bundle a deployed run was submitted as into the coordinator's ledger,
-    for the report to set against the bundles each site approved (a simulation has none)."""
-    digest = str(context.run_config.get(R.APP, ""))
-    if digest and folder.ledger is not None:
-        folder.ledger.append(app_entry(digest), sign=True)
 
 
 app = make_server_app()

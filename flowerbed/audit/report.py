@@ -183,8 +183,11 @@ def check_report(run_dir: Path, path: Path) -> list[str]:
     if _sha256(signed_body(data)) != data["report_sha256"]:
         problems.append(f"{path}: its report_sha256 does not match its content: it was edited")
     derived = signed_body(build_report(run_dir))
-    differing = sorted(k for k in derived.keys() | data.keys() - set(UNSIGNED)
-                       if data.get(k) != derived.get(k))  # fmt: skip
+    differing = sorted(  # as JSON: a NaN equals itself there
+        k for k in derived.keys() | data.keys() - set(UNSIGNED)
+        if json.dumps(data.get(k), sort_keys=True) != json.dumps(derived.get(k), sort_keys=True)
+    )  # fmt: skip
+
     if differing:
         problems.append(
             f"{path} differs from the report its ledgers give in: {', '.join(differing)}"

@@ -49,6 +49,7 @@ th:first-child,td:first-child{text-align:left}
 #first-page p{margin:.2em 0}
 img{max-width:100%;height:auto;break-inside:avoid}h2{font-size:13pt}
 .ok{color:#1a7f37}.bad{color:#b42318}
+@media screen{body{padding:0 1.5em}}
 table.facts td{text-align:left}table.facts th{width:30%}
 #sign-off{margin-top:1.5em}#sign-off td{height:2.2em;text-align:left}
 """
