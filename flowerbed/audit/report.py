@@ -187,7 +187,6 @@ def check_report(run_dir: Path, path: Path) -> list[str]:
         k for k in derived.keys() | data.keys() - set(UNSIGNED)
         if json.dumps(data.get(k), sort_keys=True) != json.dumps(derived.get(k), sort_keys=True)
     )  # fmt: skip
-
     if differing:
         problems.append(
             f"{path} differs from the report its ledgers give in: {', '.join(differing)}"

@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 
 from flowerbed.audit.report_data import Report
 from flowerbed.errors import FlowerbedError
@@ -55,7 +56,7 @@ table.facts td{text-align:left}table.facts th{width:30%}
 """
 
 
-def _line_plot(series: dict[str, dict[int, float]], ylabel: str, title: str) -> bytes:
+def _line_plot(series: dict[str, dict[int, float]], ylabel: str, title: str) -> Figure:
     """One line per site over the rounds; coinciding lines stay distinguishable (each its
     own dash, hollow marker and marker size, larger drawn first)."""
     figure, axis = plt.subplots(figsize=(7, 3.6))
@@ -112,7 +113,7 @@ def _flow_plot(report: Report) -> bytes:
     return _png(figure)
 
 
-def _png(figure) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=110)
