@@ -1,4 +1,6 @@
 # Two entry points: `make demo` and `make test`. Both build or refresh .venv.
+# `make check` is the edit loop: lint and every test that starts no Flower engine and no
+# other process (tests/conftest.py fails one that does without its `slow` mark).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export RAY_DEDUP_LOGS := 0
 
-.PHONY: demo test lint format
+.PHONY: demo test check lint format
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,4 +30,7 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix flowerbed tests bench examples
 
 test: lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=25
+
+check: lint
+	FLOWERBED_CHECK=1 $(BIN)/python -m pytest -q -m "not slow" --durations=10

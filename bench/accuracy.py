@@ -25,12 +25,12 @@ from report import write_table
 from flowerbed.catalogue import SEGMENTATION
 from flowerbed.config import Federation, load_federation
 from flowerbed.datasets.source import load_dataset, site_data
+from flowerbed.hospital_client.dp_plan import steps_per_epoch
 from flowerbed.hospital_client.training import (
     DPPlan,
     TrainPlan,
     evaluate,
     scheduled_learning_rate,
-    steps_per_epoch,
     train,
 )
 from flowerbed.models.factory import build_model

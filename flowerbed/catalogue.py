@@ -98,7 +98,7 @@ READERS: Registry[Any] = Registry(
         "synthetic-seg": "flowerbed.datasets.source:synthetic_seg_2d",
         "synthetic-seg-3d": "flowerbed.datasets.source:synthetic_seg_3d",
         ".npz": "flowerbed.datasets.source:npz_file",
-        ".csv": "flowerbed.datasets.source:csv_manifest",
+        ".csv": "flowerbed.datasets.manifest:csv_manifest",
     },
 )
 FAULTS: Registry[Any] = Registry(

@@ -46,7 +46,7 @@ from flowerbed.errors import ConfigError
 DEFAULT_COUNTRIES = ("DE", "FR")
 COORDINATOR = "coordinator"  # the coordinator's party name in ledgers and policies
 SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-# Measured on PneumoniaMNIST, 4 sites, Dirichlet(0.5), 20 rounds (see README): Adam
+# Measured on PneumoniaMNIST, 4 sites, Dirichlet(0.5), 20 rounds (see docs/benchmarks.md): Adam
 # learns fastest without DP; under DP-SGD's clipped, noised gradients Adam and large
 # SGD steps collapse the model to one class (SGD at 0.08: one seed in three). Under DP
 # the small CNN with tanh did best with SGD at 0.04 (test AUC 0.919, against 0.898 for
@@ -464,7 +464,7 @@ def one_line(source: str, err: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = re.sub(r"^Value error, ", "", first["msg"])
     if first["type"] == "extra_forbidden":
-        message = "unknown field; check its spelling against the README's federation file"
+        message = "unknown field; check its spelling against docs/data.md (the federation file)"
     elif first["type"] == "missing":
         message = "required field is missing; add it"
     elif first["type"] == "string_pattern_mismatch":

@@ -28,7 +28,7 @@ from flwr.app import MetricRecord
 from flowerbed.catalogue import FAULTS
 from flowerbed.config import FaultSettings, Federation, SiteSettings
 from flowerbed.errors import FlowerbedError
-from flowerbed.hospital_client.local_round import SiteTurn
+from flowerbed.hospital_client.turn import SiteTurn
 
 State = dict[str, torch.Tensor]
 Behaviour = Callable[[FaultSettings, SiteTurn], tuple[State, MetricRecord]]
@@ -43,7 +43,7 @@ def behave(
 ) -> tuple[State, MetricRecord]:
     """What ``site`` sends back this round: its honest training, unless a fault says otherwise.
 
-    The simulation hands this to the ClientApp in place of ``local_round.honest``.
+    The simulation hands this to the ClientApp in place of ``turn.honest``.
     """
     fault = federation.faults.get(site.name)
     if fault is None or (fault.rounds is not None and turn.server_round not in fault.rounds):

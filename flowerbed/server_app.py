@@ -21,7 +21,8 @@ from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import Federation, load_federation
 from flowerbed.errors import ConfigError, ModelError, RunStopped
 from flowerbed.models.dp_safe import check_fits
-from flowerbed.models.factory import build_model, network_code
+from flowerbed.models.factory import build_model
+from flowerbed.models.network_source import network_code
 from flowerbed.protocol import records as R
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies.roll import Roll

@@ -41,7 +41,7 @@ from flowerbed.server_app import check_coordinator_residency, make_server_app
 from flowerbed.strategies.gossip import plan_topology
 from flowerbed.strategies.observer import SiteRow
 
-MAX_SITES = 4096  # measured up to 1000 (README, Benchmarks); beyond this memory runs out first
+MAX_SITES = 4096  # measured up to 1000 (docs/benchmarks.md); beyond this memory runs out first
 CONSENSUS_FILE = "consensus.csv"
 
 

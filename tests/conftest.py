@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -103,6 +104,19 @@ def save_npz(
 @pytest.fixture(autouse=True)
 def _flower_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
+
+
+@pytest.fixture(autouse=True)
+def _check_tier_starts_no_process(request, monkeypatch):
+    """Under ``make check`` (``FLOWERBED_CHECK=1``), a test not marked ``slow`` that starts a
+    process (a subprocess, Ray, a Flower process) fails, so the edit loop stays fast."""
+    if os.environ.get("FLOWERBED_CHECK") != "1" or request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 def train_instruction(server_round: int, rounds: int, schedule: str = "constant") -> Message:

@@ -40,6 +40,7 @@ class InProcessGrid:
         self.relayed: list[Message] = []
         self.down: Callable[[int, Message], bool] = lambda node, msg: False
         self.in_transit: Callable[[Message], None] = lambda msg: None
+        self._replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
@@ -51,25 +52,31 @@ class InProcessGrid:
             content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id
         )
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
-        replies = []
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Deliver each message now; its reply waits for ``pull_messages``. The ids, as
+        Flower's grids give them: each message's object id."""
+        ids = []
         for sent in messages:
-            message = over_the_wire(sent)
-            node = message.metadata.dst_node_id
-            self.in_transit(message)
-            self.relayed.append(message)
-            if self.down(node, message):
-                replies.append(Message(Error(code=0, reason="node down"), reply_to=message))
-                continue
-            try:
-                reply = over_the_wire(self.client_app(message, self.contexts[node]))
-            except Exception as err:  # as Flower's runtime: a failing ClientApp is an error reply
-                reply = Message(Error(code=0, reason=f"ClientApp raised: {err}"), reply_to=message)
-            self.relayed.append(reply)
-            replies.append(reply)
-        return replies
+            sent.metadata.__dict__["_message_id"] = sent.object_id
+            ids.append(sent.metadata.message_id)
+            self._replies[sent.metadata.message_id] = self._deliver(over_the_wire(sent))
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def _deliver(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        self.in_transit(message)
+        self.relayed.append(message)
+        if self.down(node, message):
+            return Message(Error(code=0, reason="node down"), reply_to=message)
+        try:
+            reply = over_the_wire(self.client_app(message, self.contexts[node]))
+        except Exception as err:  # as Flower's runtime: a failing ClientApp is an error reply
+            reply = Message(Error(code=0, reason=f"ClientApp raised: {err}"), reply_to=message)
+        self.relayed.append(reply)
+        return reply
 
 
 def over_the_wire(message: Message) -> Message:

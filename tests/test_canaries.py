@@ -7,7 +7,8 @@ import torch
 
 from flowerbed.config import load_federation
 from flowerbed.datasets.source import site_data
-from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, steps_per_epoch, train
+from flowerbed.hospital_client.dp_plan import steps_per_epoch
+from flowerbed.hospital_client.training import DPPlan, TrainPlan, evaluate, train
 from flowerbed.models.factory import build_model
 from flowerbed.privacy.accounting import PrivacyAccount, plan_noise
 from flowerbed.privacy.canary_audit import epsilon_lower_bound

@@ -116,6 +116,7 @@ def test_an_out_that_names_a_file_is_one_clear_line(in_tmp, monkeypatch, capsys)
     assert (in_tmp / "notes.txt").read_text() == "mine\n"
 
 
+@pytest.mark.slow  # starts a process
 def test_the_console_script_reports_a_mistake_in_one_line_and_exit_1(tmp_path):
     result = subprocess.run(
         [FLOWERBED, "simulate", "--data", "missing.npz", "--out", "run"],

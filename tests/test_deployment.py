@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import checkpointed_round, deployed_site_folder, rows_by_round
-from loopback import Processes, free_port, kill, kill_processes_running, wait_for
+from conftest import deployed_site_folder
+from loopback import Processes, free_port, kill, wait_for
 
 from flowerbed.audit.report import build_report
 from flowerbed.audit.verify import verify_run
@@ -32,7 +32,6 @@ SITES = {"berlin": "DE", "paris": "FR", "lyon": "FR"}
 UNAPPROVING = ("nantes", "FR")  # registered, but its operator approved no app
 DOOMED = ("hamburg", "DE")  # approved; its SuperNode is killed mid-run by one test
 ROSTER = "roster.toml"  # in the sites' folder: every site pinned it
-DP_SITES = {"munich": "DE", "nice": "FR"}  # under DP-SGD, lifetime budget epsilon 8
 
 
 def write_federation(
@@ -86,8 +85,10 @@ def start_federation(root: Path, folders: Path, sites: dict[str, str], processes
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     """A SuperLink with five registered hospitals, which all pinned one roster; four
-    approved this flowerbed's app. They segment (UNet, Dice): deployed classification runs
-    in the README's "Run a real federation" block and under DP in ``dp_federation``."""
+    approved this flowerbed's app. They segment (UNet, Dice): deployed classification under
+    DP-SGD, the coordinator killed and resumed and each lifetime budget spent once, runs in
+    the README's "Run a real federation" block (``tests/test_readme.py`` checks what it
+    leaves); a run past a lifetime budget is refused in ``tests/test_lifetime.py``."""
     root = tmp_path_factory.mktemp("deployment")
     folders = root / "sites"
     for name, country in (*SITES.items(), DOOMED):
@@ -99,19 +100,6 @@ def federation(tmp_path_factory):
     processes = Processes(root)
     try:
         yield start_federation(root, folders, everyone, processes)
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture
-def dp_federation(tmp_path):
-    """Two hospitals under DP-SGD (lifetime budget epsilon 8) on a SuperLink of their own."""
-    folders = tmp_path / "sites"
-    for name, country in DP_SITES.items():
-        deployed_site_folder(folders / name, name, country, dp=True, approved_apps=[app_hash()])
-    processes = Processes(tmp_path)
-    try:
-        yield start_federation(tmp_path, folders, DP_SITES, processes)
     finally:
         processes.stop_all()
 
@@ -226,65 +214,6 @@ def test_a_site_refuses_a_run_of_a_roster_it_did_not_pin(federation):
         refused = [e for e in entries if e.get("against_roster")]
         assert refused and other[:12] in refused[-1]["reason"]
         assert "signature" in refused[-1]
-
-
-def test_a_killed_coordinator_resumes_and_a_second_run_past_the_lifetime_budget_is_refused(
-    dp_federation,
-):
-    """Under DP-SGD (lifetime budget 8): the coordinator (`flowerbed run` and the ServerApp
-    Flower started for it) is SIGKILLed after round 2 of 4, and `run --resume` plays rounds
-    3 and 4; the run spends the budget once, so a second run is refused by the site."""
-    federation = dp_federation
-    root, folders = federation["root"], federation["folders"]
-    spec = write_federation(root / "dp.toml", DP_SITES, folders, "fedavg", "rounds = 4", dp=True)
-    run = root / "run-dp-1"
-    first = subprocess.Popen(
-        run_command(federation, spec, run), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True, env=run_env(federation),
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while checkpointed_round(run) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert kill_processes_running("flwr-serverapp") >= 1
-    finally:
-        kill(first)
-    assert checkpointed_round(run) == 2 and not (run / "status.json").exists()
-
-    resume = [*run_command(federation, spec, run)[:-2], "--resume", str(run)]
-    resumed = subprocess.run(
-        resume, capture_output=True, text=True, timeout=600, env=run_env(federation)
-    )
-    said = " ".join(resumed.stdout.split())
-    assert resumed.returncode == 0, said + resumed.stderr[-3000:]
-    assert "round 3: mean test AUC" in said and "round 1:" not in said
-    expected = {(r, s, split) for r in range(1, 5) for s in DP_SITES
-                for split in ("train", "test")}  # fmt: skip
-    counted = rows_by_round(run)
-    assert set(counted) == expected and set(counted.values()) == {1}
-
-    # One run to the site, spent once: its budget, whatever the killed round had taken.
-    budget = subprocess.run(
-        [FLOWERBED, "site", "budget", str(folders / "munich")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    spent = " ".join(budget.stdout.split())
-    assert budget.returncode == 0 and "over 1 runs" in spent, spent
-    lifetime = float(spent.split("lifetime: epsilon ")[1].split()[0])
-    assert 7.9 <= lifetime <= 8.0, spent
-    second = flowerbed_run(federation, spec, root / "run-dp-2")
-    said = " ".join(second.stdout.split())
-    assert second.returncode == 1
-    assert "munich refuses this run: its data set has spent epsilon" in said, said
-    assert "of its lifetime budget 8, and this run plans" in said
-    entries = [json.loads(line) for line in (folders / "munich" / "ledger.jsonl").open()]
-    refused = [e for e in entries if e.get("kind") == "refused"]
-    assert refused and "refuses this run" in refused[-1]["reason"]
-    assert "signature" in refused[-1] and not refused[-1].get("against_roster")
-    # The resumed run verifies as one, its epsilon recomputed from the ledgers' DP steps.
-    collect_ledgers(federation, run, list(DP_SITES))
-    assert verify_run(run).problems == []
-    assert any("dp" in e for e in entries) and any("epsilon_lifetime" in e for e in entries)
 
 
 def test_an_unregistered_site_is_refused_by_the_superlink(federation, tmp_path):

@@ -1,5 +1,6 @@
-"""The package's shape: the README's Layout table is the tree, and each part imports only
-what the table lets it; no import cycle; the auditor's side needs no training stack."""
+"""The package's shape: the Layout table of ``docs/layout.md`` is the tree, and each part
+imports only what the table lets it; no import cycle; the auditor's side needs no training
+stack, nor a deployed site's roll call MONAI or Opacus."""
 
 import ast
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+from conftest import deployed_site_folder, pin_roster_of
 
 from flowerbed import catalogue
 from flowerbed.registry import Registry
@@ -55,9 +57,9 @@ def part_of(module: str) -> str:
 
 
 def layout_table() -> dict[str, set[str]]:
-    """Part -> the parts it may import, from the README's Layout table."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    """Part -> the parts it may import, from the Layout table of ``docs/layout.md``."""
+    page = (ROOT / "docs" / "layout.md").read_text()
+    section = page.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     allowed = {}
     for row in section.splitlines():
         cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
@@ -113,10 +115,12 @@ def imported_by(code: str) -> set[str]:
     return {m for m in loaded if m.split(".")[0] in TRAINING_STACK or m in TRAINING_STACK}
 
 
+@pytest.mark.slow  # starts a process
 def test_loading_a_federation_and_verifying_a_run_need_no_training_stack():
     assert imported_by("import flowerbed.config, flowerbed.audit.verify") == set()
 
 
+@pytest.mark.slow  # starts a process
 def test_the_audit_verify_command_runs_without_the_training_stack(runs, tmp_path):
     run, _ = runs["fedavg"]
     code = (
@@ -125,3 +129,29 @@ def test_the_audit_verify_command_runs_without_the_training_stack(runs, tmp_path
         "try:\n    main()\nexcept SystemExit as exit_:\n    assert not exit_.code, exit_.code"
     )
     assert imported_by(code) == set()
+
+
+@pytest.mark.slow  # starts a process
+def test_a_deployed_roll_call_answers_without_monai_opacus_or_the_networks(tmp_path):
+    """A deployed ClientApp is a fresh process per message: a roll call (under DP-SGD,
+    which prices the run) pays for config, keys, ledger and guard, not the training stack."""
+    folder = deployed_site_folder(tmp_path / "munich", "munich", "DE", dp=True)
+    roster = pin_roster_of(folder)
+    code = f"""
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+for attribute, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):
+    setattr(TaskIdentity, attribute, value)
+from flowerbed.hospital_client.app import app
+from flowerbed.protocol import records as R
+config = {{R.NUM_ROUNDS: 2, R.LOCAL_EPOCHS: 1, R.BATCH_SIZE: 32, R.ROSTER_SHA256: {roster!r}}}
+query = Message(RecordDict({{R.CONFIG: ConfigRecord(config)}}), dst_node_id=7,
+                message_type=f"query.{{R.IDENTITY_QUERY}}")
+reply = app(query, Context(1, 7, {{"site": {str(folder.site_file)!r}}}, RecordDict(), {{}}))
+assert not reply.has_error(), reply.error.reason
+assert reply.content[R.SITE][R.SITE_NAME] == "munich"
+import sys
+assert not [m for m in sys.modules if m.startswith("flowerbed.models.factory")]
+"""
+    loaded = {module.split(".")[0] for module in imported_by(code)}
+    assert not loaded & {"monai", "opacus"}, loaded

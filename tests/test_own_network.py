@@ -18,7 +18,7 @@ from flowerbed.errors import ModelError, RunStopped
 from flowerbed.hospital_client import app
 from flowerbed.hospital_client.egress_guard import EgressRefused, check_inbound
 from flowerbed.hospital_client.identity import own_network_code, roll_call_answer
-from flowerbed.models.factory import network_code
+from flowerbed.models.network_source import network_code
 from flowerbed.protocol import records as R
 from flowerbed.strategies import roll_call
 

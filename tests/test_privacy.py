@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMALL_CNN, replies_for, site_context, train_instruction
+from opacus.accountants.utils import get_noise_multiplier
 
 from flowerbed.catalogue import STRATEGIES
 from flowerbed.config import load_federation
 from flowerbed.datasets.base import ImageSet
 from flowerbed.errors import RunStopped
+from flowerbed.hospital_client.dp_plan import steps_per_epoch
 from flowerbed.hospital_client.server_rounds import train_round
-from flowerbed.hospital_client.training import DPPlan, TrainPlan, steps_per_epoch, train
-from flowerbed.privacy.accounting import STATE_KEY, PrivacyAccount, plan_noise, plan_noise_after
+from flowerbed.hospital_client.training import DPPlan, TrainPlan, train
+from flowerbed.privacy.accounting import STATE_KEY, PrivacyAccount, plan_noise
 from flowerbed.protocol import records as R
 from flowerbed.run_folder import RunFolder
 from flowerbed.strategies.roll import Roll
@@ -30,7 +32,7 @@ def test_account_survives_a_round_trip_through_flower_state():
 
 
 def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
-    noise = plan_noise(budget=4.0, delta=1e-5, sample_rate=0.02, total_steps=500)
+    noise = plan_noise(budget=4.0, delta=1e-5, sample_rate=0.02, steps=500)
     account = PrivacyAccount()
     for _ in range(5):
         account.record(noise, 0.02, 100)
@@ -39,22 +41,30 @@ def test_planned_noise_spends_the_budget_over_the_planned_steps_and_no_more():
     assert account.epsilon_after(noise, 0.02, 100, 1e-5) > 4.0
 
 
+@pytest.mark.parametrize(("budget", "rate", "steps"), [(8.0, 0.02, 400), (1.0, 0.1, 30)])
+def test_planned_noise_is_the_noise_opacus_plans(budget, rate, steps):
+    expected = get_noise_multiplier(
+        target_epsilon=budget, target_delta=1e-5, sample_rate=rate, steps=steps, accountant="rdp"
+    )
+    assert plan_noise(budget, 1e-5, rate, steps) == expected
+
+
 def test_a_resumed_run_spends_what_its_budget_has_left_even_after_an_extra_round():
     """Two of four rounds done, then the coordinator died while the sites trained a third
     it never used: the two rounds still to play take more noise, and the run ends on its
     budget, not past it."""
-    noise = plan_noise(budget=8.0, delta=1e-5, sample_rate=0.02, total_steps=400)
+    noise = plan_noise(budget=8.0, delta=1e-5, sample_rate=0.02, steps=400)
     on_plan = [(noise, 0.02, 200)]
     # Opacus plans to within 0.01 of the budget; the rest of the plan is the same noise.
-    assert plan_noise_after(8.0, 1e-5, on_plan, 0.02, 200) == pytest.approx(noise, rel=1e-2)
+    assert plan_noise(8.0, 1e-5, 0.02, 200, on_plan) == pytest.approx(noise, rel=1e-2)
     with_lost_round = [(noise, 0.02, 300)]
-    rest = plan_noise_after(8.0, 1e-5, with_lost_round, 0.02, 200)
+    rest = plan_noise(8.0, 1e-5, 0.02, 200, with_lost_round)
     assert rest > noise
     spent = PrivacyAccount([*with_lost_round, (rest, 0.02, 200)]).epsilon(1e-5)
     assert 7.99 <= spent <= 8.0
     spent_out = [(0.5, 0.02, 10_000)]  # nothing is left: the largest noise, then a refusal
     assert PrivacyAccount(spent_out).epsilon(1e-5) > 8.0
-    assert plan_noise_after(8.0, 1e-5, spent_out, 0.02, 200) == pytest.approx(1e4)
+    assert plan_noise(8.0, 1e-5, 0.02, 200, spent_out) == pytest.approx(1e4)
 
 
 @pytest.mark.parametrize("batches", [99, 100])
@@ -64,7 +74,7 @@ def test_noise_is_planned_for_the_steps_and_rate_opacus_accounts(batches):
         np.arange(32 * batches) % 2,
     )
     steps = steps_per_epoch(len(data), 32)
-    noise = plan_noise(budget=8.0, delta=1e-5, sample_rate=1 / steps, total_steps=steps)
+    noise = plan_noise(budget=8.0, delta=1e-5, sample_rate=1 / steps, steps=steps)
     account = PrivacyAccount()
     plan = TrainPlan(1, 32, 0.05, dp=DPPlan(noise, 1.0))
     train(

@@ -1,4 +1,5 @@
-"""Every ``sh`` block of the README, run as written: a README command that breaks fails CI.
+"""Every ``sh`` block of the README and of ``docs/``, run as written: a command shown there
+that breaks fails CI.
 
 Each block runs with ``bash -e`` from a copy of the repository's top level
 (symlinks into this checkout, so ``.venv``, ``examples`` and the Makefile are
@@ -16,6 +17,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import rows_by_round
+
+from flowerbed.audit.ledger import read_ledger
+from flowerbed.audit.schema import RESUMED, dp_history
+from flowerbed.privacy import rdp
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -43,11 +49,23 @@ def sh_blocks(readme: str) -> dict[str, str]:
     return blocks
 
 
-BLOCKS = sh_blocks((ROOT / "README.md").read_text())
+def documented_blocks() -> dict[str, str]:
+    """The README's blocks by heading, then each ``docs/`` page's as ``PAGE: heading``."""
+    blocks = sh_blocks((ROOT / "README.md").read_text())
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        found = sh_blocks(page.read_text())
+        blocks.update({f"docs/{page.name}: {heading}": code for heading, code in found.items()})
+    return blocks
+
+
+BLOCKS = documented_blocks()
 
 
 def test_the_readme_has_the_blocks_a_new_user_runs():
-    assert {"Two commands", "Pointing it at real data", "Run a real federation"} <= set(BLOCKS)
+    assert {"Two commands", "Real data", "Serverless: gossip", "Run a real federation"} <= set(
+        BLOCKS
+    )
+    assert any(name.startswith("docs/") for name in BLOCKS)
 
 
 @pytest.fixture
@@ -81,3 +99,29 @@ def test_a_readme_block_runs_as_written(clone, tmp_path, heading):
             os.killpg(shell.pid, signal.SIGKILL)
     assert shell.returncode == 0, said[-4000:]
     assert "Traceback" not in said, said[-4000:]
+    if heading in CHECKS_AFTER:
+        CHECKS_AFTER[heading](clone, " ".join(said.split()))
+
+
+def a_killed_coordinator_resumed_and_spent_each_budget_once(clone: Path, said: str) -> None:
+    """What the federation block leaves: the run killed after round 1 and resumed, under
+    DP-SGD with each site's lifetime budget (epsilon 8), every round played once."""
+    trial = clone / "trial"
+    sites = ("charite", "hcl-lyon", "ap-hp")
+    expected = {(r, s, split) for r in (1, 2) for s in sites for split in ("train", "test")}
+    counted = rows_by_round(trial / "run")
+    assert set(counted) == expected and set(counted.values()) == {1}, counted
+    coordinator = read_ledger(trial / "run" / "ledgers" / "coordinator.jsonl").entries
+    assert [e["round"] for e in coordinator if e.get("kind") == RESUMED] == [1]
+    # One run to each site, spent once: `site budget` of the block, and every site's ledger.
+    assert "over 1 runs" in said, said[-2000:]
+    lifetime = float(said.split("lifetime: epsilon ")[1].split()[0])
+    assert 7.9 <= lifetime <= 8.0, said[-2000:]
+    for site in sites:
+        steps = [row for e in read_ledger(trial / site / "ledger.jsonl").entries
+                 for row in dp_history(e)]  # fmt: skip
+        assert rdp.epsilon(steps, 1e-5) <= 8.0
+
+
+# Blocks whose results a test reads too: what a separate deployed run would only repeat.
+CHECKS_AFTER = {"Run a real federation": a_killed_coordinator_resumed_and_spent_each_budget_once}

@@ -163,6 +163,7 @@ OVERFLOW = (
 )
 
 
+@pytest.mark.slow  # starts a process
 def test_the_report_fits_an_a4_page_in_chromium_and_is_not_blank(run, tmp_path):
     write_reports(run, ("html",))
     probe = run / "probe.html"
@@ -186,6 +187,7 @@ def page_text(page) -> str:
     return " ".join(unicodedata.normalize("NFKC", page.extract_text()).split())
 
 
+@pytest.mark.slow  # starts a process
 def test_the_pdf_is_a4_with_the_plain_language_page_first(run, monkeypatch, capsys):
     chromium()
     code, said = flowerbed(monkeypatch, capsys, "audit", "report", str(run), "--format", "pdf")
@@ -201,6 +203,7 @@ def test_the_pdf_is_a4_with_the_plain_language_page_first(run, monkeypatch, caps
     assert "Country flow matrix" in rest
 
 
+@pytest.mark.slow  # starts a process
 def test_html_report_renders_in_headless_chromium_with_matrix_budgets_and_verdict(run):
     write_reports(run, ("html",))
     dom = rendered(run / "report.html")
@@ -213,6 +216,7 @@ def test_html_report_renders_in_headless_chromium_with_matrix_budgets_and_verdic
     assert dom.count('src="data:image/png;base64,') == 3
 
 
+@pytest.mark.slow  # starts a process
 def test_a_failed_verification_shows_in_the_rendered_report(run):
     ledger = run / "ledgers" / "paris.jsonl"
     lines = ledger.read_text().splitlines(keepends=True)

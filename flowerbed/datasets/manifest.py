@@ -28,6 +28,13 @@ from flowerbed.errors import DataError
 
 TARGETS = ("label", "mask")  # one of them says the task: a class per image, or a mask
 IN_MEMORY_BYTES = 512 * 2**20  # images read whole up to this; beyond, batch by batch
+MANIFEST_IMAGE_SIZE = 32  # the MedMNIST size: a manifest's images are resized to it by default
+
+
+def csv_manifest(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
+    """The ``.csv`` reader of ``datasets.source``: a manifest, at ``MANIFEST_IMAGE_SIZE``
+    unless told otherwise."""
+    return load_manifest(Path(source), image_size or MANIFEST_IMAGE_SIZE)
 
 
 def load_manifest(path: Path, image_size: int = 32, in_memory: int = IN_MEMORY_BYTES) -> Dataset:

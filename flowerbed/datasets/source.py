@@ -19,7 +19,6 @@ from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.base import Dataset, ImageSet, SiteData
 from flowerbed.datasets.canaries import plant_canaries
 from flowerbed.datasets.content import check_content
-from flowerbed.datasets.manifest import load_manifest
 from flowerbed.datasets.medmnist import load_medmnist
 from flowerbed.datasets.partition import partition
 from flowerbed.datasets.synthetic import make_synthetic
@@ -27,10 +26,10 @@ from flowerbed.datasets.synthetic_segmentation import make_synthetic_segmentatio
 from flowerbed.errors import DataError
 
 # A reader takes (source, number of sites sharing it, seed, image size per axis or None
-# for the source's own).
+# for the source's own). A CSV manifest's is ``manifest.csv_manifest``: its image files
+# are read through MONAI, which a site reading another source never imports.
 Reader = Callable[[str, int, int, int | None], Dataset]
 SYNTHETIC_PER_SITE = 64
-MANIFEST_IMAGE_SIZE = 32  # the MedMNIST size: a manifest's images are resized to it by default
 
 
 def synthetic_2d(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
@@ -63,10 +62,6 @@ def npz_file(source: str, sites: int, seed: int, image_size: int | None) -> Data
             ".npz)"
         )
     return dataset
-
-
-def csv_manifest(source: str, sites: int, seed: int, image_size: int | None) -> Dataset:
-    return load_manifest(Path(source), image_size or MANIFEST_IMAGE_SIZE)
 
 
 def source_kind(source: str) -> str:

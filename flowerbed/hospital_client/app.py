@@ -4,6 +4,12 @@ Server-side rounds (FedAvg, FedProx) train and evaluate the model the
 ServerApp sends (``server_rounds``); gossip rounds mix sealed payloads from
 neighbours into the site's own model and seal the result for the next ones
 (``gossip_round``). Which one a train message asks for is in its content.
+
+A deployed ClientApp is a fresh process per message, so this module loads
+only what every message needs (config, keys, ledger, guard). The round
+handlers, which bring the training stack (torch's networks, MONAI, Opacus),
+are imported by the handlers that train or evaluate: a roll call or a query
+answers without paying for them (``tests/test_layout.py`` holds it to that).
 """
 
 from __future__ import annotations
@@ -13,11 +19,9 @@ from flwr.clientapp import ClientApp
 
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.hospital_client.audit_mod import make_audit_mod
-from flowerbed.hospital_client.gossip_round import gossip_round
 from flowerbed.hospital_client.identity import resolve_site, roll_call_answer
-from flowerbed.hospital_client.local_round import Act, honest
-from flowerbed.hospital_client.server_rounds import evaluate_round, train_round
 from flowerbed.hospital_client.site_errors import make_site_errors_mod
+from flowerbed.hospital_client.turn import Act, honest
 from flowerbed.protocol import records as R
 
 
@@ -51,6 +55,9 @@ def make_client_app(
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
+        from flowerbed.hospital_client.gossip_round import gossip_round
+        from flowerbed.hospital_client.server_rounds import train_round
+
         federation, site = site_of(context)
         if R.INBOX in msg.content:
             content = gossip_round(msg, context, federation, site, homes, act)
@@ -67,6 +74,8 @@ def make_client_app(
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
+        from flowerbed.hospital_client.server_rounds import evaluate_round
+
         federation, site = site_of(context)
         return Message(evaluate_round(msg, context, federation, site), reply_to=msg)
 

@@ -27,10 +27,10 @@ from flowerbed.audit.roster import PinnedRoster
 from flowerbed.audit.schema import DP, dp_field, refused_entry
 from flowerbed.config import COORDINATOR, Federation, SiteSettings
 from flowerbed.errors import SiteRefused
+from flowerbed.hospital_client.dp_plan import spent
 from flowerbed.hospital_client.egress_guard import check_inbound, check_outbound
 from flowerbed.hospital_client.keys import ledger_key, site_home
 from flowerbed.hospital_client.lifetime import carry_over
-from flowerbed.hospital_client.local_round import spent
 from flowerbed.hospital_client.site_folder import deployed_site
 from flowerbed.hospital_client.site_roster import RosterRefused, check_roster, site_roster
 from flowerbed.protocol import records as R

@@ -34,7 +34,6 @@ from flowerbed.errors import SiteRefused
 from flowerbed.honesty import reasons
 from flowerbed.honesty.sketch import SKETCH_SIZE, valid_sketch
 from flowerbed.hospital_client.site_folder import is_sha256
-from flowerbed.models.factory import build_model
 from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
 
@@ -49,7 +48,13 @@ class EgressRefused(SiteRefused):
 
 @lru_cache(maxsize=8)
 def declared_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of the declared model."""
+    """Parameter names and shapes of the declared model.
+
+    Built on the first message that carries parameters: a roll call, which carries
+    none, answers without importing the networks (``hospital_client.app``).
+    """
+    from flowerbed.models.factory import build_model
+
     return {name: tuple(t.shape) for name, t in build_model(spec).state_dict().items()}
 
 

@@ -33,9 +33,10 @@ from flowerbed.honesty.probe import probe_answer
 from flowerbed.honesty.sketch import sketch
 from flowerbed.hospital_client.identity import site_record
 from flowerbed.hospital_client.keys import sealing_keys, site_home
-from flowerbed.hospital_client.local_round import Act, honest, site_turn, test_metrics
+from flowerbed.hospital_client.local_round import site_turn, test_metrics
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.site_folder import deployed_site
+from flowerbed.hospital_client.turn import Act, honest
 from flowerbed.models.factory import build_model
 from flowerbed.models.model_file import MODEL_FILE, save_model
 from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed, seal

@@ -24,11 +24,11 @@ from flowerbed.catalogue import is_own_network
 from flowerbed.config import Federation, SiteSettings, load_federation
 from flowerbed.datasets.source import site_data
 from flowerbed.errors import ConfigError, ModelError
+from flowerbed.hospital_client.dp_plan import planned_steps
 from flowerbed.hospital_client.keys import sealing_keys, site_home
 from flowerbed.hospital_client.lifetime import check_affordable, this_run
-from flowerbed.hospital_client.local_round import planned_steps
 from flowerbed.hospital_client.site_folder import deployed_site
-from flowerbed.models.factory import network_code
+from flowerbed.models.network_source import network_code
 from flowerbed.protocol import records as R
 
 PARTITION_ID = "partition-id"

@@ -5,25 +5,21 @@ differ in where the model comes from and where it goes; both train and
 score it here. The site's privacy account lives in ``context.state``, so it
 survives the per-message subprocess of a deployed SuperNode.
 
-A round's training is a ``SiteTurn`` handed to an ``Act``: a deployed site
-acts ``honest``-ly; the simulation installs its hostile and failing sites
-(``flowerbed.faults``) in its place, so no fault code is on a deployed
-site's path.
+A round's training is a ``SiteTurn`` handed to an ``Act`` (``turn``); what
+a run plans and has spent is ``dp_plan``'s, which the roll call uses too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from logging import WARNING
 
-import torch
 from flwr.app import ConfigRecord, Context, MetricRecord
 from flwr.common.logger import log
 from torch import nn
 
 from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.base import SiteData
+from flowerbed.hospital_client.dp_plan import planned_steps, spent, steps_per_epoch
 from flowerbed.hospital_client.lifetime import earlier_runs
 from flowerbed.hospital_client.scoring import Scores
 from flowerbed.hospital_client.training import (
@@ -31,48 +27,11 @@ from flowerbed.hospital_client.training import (
     TrainPlan,
     evaluate,
     scheduled_learning_rate,
-    steps_per_epoch,
     train,
 )
-from flowerbed.privacy.accounting import (
-    STATE_KEY,
-    BudgetExhausted,
-    PrivacyAccount,
-    plan_noise,
-    plan_noise_after,
-)
-from flowerbed.privacy.rdp import History
+from flowerbed.hospital_client.turn import SiteTurn, State
+from flowerbed.privacy.accounting import STATE_KEY, BudgetExhausted, PrivacyAccount
 from flowerbed.protocol import records as R
-
-State = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class SiteTurn:
-    """One round at one site: what it received, its data, and how it trains honestly."""
-
-    server_round: int
-    received: State
-    data: SiteData
-    train: Callable[[SiteData], tuple[State, MetricRecord]]
-    # its metrics had it done nothing (epsilon spent so far, budget); only a site that
-    # does no work needs them, so they are computed on demand
-    idle: Callable[[], MetricRecord]
-
-    def claimed(self) -> MetricRecord:
-        """What a site that did no work reports: a full round on all its data."""
-        return MetricRecord({**dict(self.idle()), R.NUM_EXAMPLES: len(self.data.train)})
-
-
-# What a site sends back for its turn: the parameters and the metrics.
-Act = Callable[[Federation, SiteSettings, SiteTurn], tuple[State, MetricRecord]]
-
-
-def honest(
-    federation: Federation, site: SiteSettings, turn: SiteTurn
-) -> tuple[State, MetricRecord]:
-    """A real site's turn: it trains on its own data."""
-    return turn.train(turn.data)
 
 
 def site_turn(
@@ -95,12 +54,6 @@ def site_turn(
         return metrics_of(nothing, spent(context, federation), federation.budget_of(site))
 
     return SiteTurn(int(config[R.SERVER_ROUND]), received, data, trained, idle)
-
-
-def spent(context: Context, federation: Federation) -> float:
-    """The epsilon this site has spent in this run so far."""
-    account = PrivacyAccount.from_record(context.state.get(STATE_KEY))
-    return account.epsilon(federation.privacy.delta)
 
 
 def train_locally(
@@ -171,35 +124,6 @@ def train_locally(
     return metrics
 
 
-def planned_steps(
-    federation: Federation,
-    site: SiteSettings,
-    train_size: int,
-    config: ConfigRecord,
-    taken: History = (),
-) -> History:
-    """The DP-SGD steps the run plans at this site, as one (noise multiplier, sample rate,
-    steps): the noise that spends the run's budget over every planned step. A resumed run
-    (``R.CONTINUES``) that has ``taken`` steps plans its rounds still to play, with the noise
-    that spends what its budget has left (``plan_noise_after``)."""
-    steps = steps_per_epoch(train_size, int(config[R.BATCH_SIZE]))
-    privacy, budget = federation.privacy, federation.budget_of(site)
-    if R.CONTINUES in config and taken:
-        left = steps * int(config[R.LOCAL_EPOCHS]) * _rounds_left(config)
-        return [(plan_noise_after(budget, privacy.delta, taken, 1 / steps, left), 1 / steps, left)]
-    total = steps * _planned_epochs(config)
-    return [(plan_noise(budget, privacy.delta, 1 / steps, total), 1 / steps, total)]
-
-
-def _rounds_left(config: ConfigRecord) -> int:
-    """Rounds of the run still to play: from this one (a round's instruction), or after
-    those a resumed run's roll call says are done."""
-    rounds = int(config[R.NUM_ROUNDS])
-    if R.SERVER_ROUND in config:
-        return rounds - int(config[R.SERVER_ROUND]) + 1
-    return rounds - int(config.get(R.ROUNDS_DONE, 0))
-
-
 def test_metrics(
     model: nn.Module, context: Context, federation: Federation, site: SiteSettings, data: SiteData
 ) -> MetricRecord:
@@ -216,10 +140,6 @@ def test_metrics(
     metrics[R.MEMBERSHIP_TPR_01PCT] = leak.tpr_at_01pct
     metrics[R.CANARY_EPSILON] = leak.canary_epsilon
     return metrics
-
-
-def _planned_epochs(config: ConfigRecord) -> int:
-    return int(config[R.NUM_ROUNDS]) * int(config[R.LOCAL_EPOCHS])
 
 
 def _index(federation: Federation, site: SiteSettings) -> int:

@@ -13,7 +13,8 @@ from flowerbed.config import Federation, SiteSettings
 from flowerbed.datasets.source import site_data
 from flowerbed.honesty.probe import probe_answer
 from flowerbed.hospital_client.identity import site_record
-from flowerbed.hospital_client.local_round import Act, honest, site_turn, test_metrics
+from flowerbed.hospital_client.local_round import site_turn, test_metrics
+from flowerbed.hospital_client.turn import Act, honest
 from flowerbed.models.factory import build_model, reading_network
 from flowerbed.protocol import records as R
 from flowerbed.protocol.arrays import to_state_dict

@@ -64,7 +64,7 @@ def scheduled_learning_rate(peak: float, schedule: str, server_round: int, round
     round: small late steps let sites that train apart settle, since a
     gossip site's own training pulls it away from its neighbours by about
     its step size. It is not the default because it is no better overall
-    (PneumoniaMNIST, Dirichlet(0.5), 20 rounds, see README): gossip on the
+    (PneumoniaMNIST, Dirichlet(0.5), 20 rounds, see docs/benchmarks.md): gossip on the
     exponential graph trails FedAvg by 0.9 AUC points at 8 sites instead of
     1.1, but by 2.2 at 32 sites instead of 1.3, where the smaller steps
     leave the small sites under-trained; DP FedAvg at 4 sites is unchanged
@@ -73,19 +73,6 @@ def scheduled_learning_rate(peak: float, schedule: str, server_round: int, round
     if schedule == "constant":
         return peak
     return peak * 0.5 * (1 + math.cos(math.pi * (min(server_round, rounds) - 1) / rounds))
-
-
-def steps_per_epoch(examples: int, batch_size: int) -> int:
-    """Optimiser steps in one epoch, counted as Opacus counts them; it accounts each at 1 / this.
-
-    Opacus's Poisson loader takes ``int(1 / (1 / batches))`` steps, and its
-    accountant records rate 1 / steps. Float rounding makes that one step
-    fewer at a larger rate for some sizes (99 batches: 98 steps at 1/98).
-    Noise planned with the plain batch count would then spend more than the
-    budget, and the site would refuse its last round.
-    """
-    batches = -(-examples // batch_size)
-    return int(1 / (1 / batches))
 
 
 def train(

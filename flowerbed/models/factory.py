@@ -9,22 +9,17 @@ known by the sha256 of its source file, which every site must share.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-from collections.abc import Callable
 from functools import lru_cache
 
 from monai.networks import nets
 from torch import nn
 
-from flowerbed.catalogue import MODELS, is_own_network
 from flowerbed.errors import ModelError
 from flowerbed.models.dp_safe import make_dp_safe
+from flowerbed.models.network_source import network_builder
 from flowerbed.models.small_cnn import SmallCNN
 from flowerbed.protocol.model_spec import ModelSpec
 
-NetworkBuilder = Callable[[int, int, int], nn.Module]
 UNET_CHANNELS = (8, 16, 32, 64)  # four levels: input sides divisible by 8
 UNET_STRIDES = (2, 2, 2)
 
@@ -72,43 +67,6 @@ def segresnet(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Modu
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
         init_filters=8,
     )  # fmt: skip
-
-
-@lru_cache(maxsize=8)
-def network_builder(name: str) -> NetworkBuilder:
-    """The callable ``name`` names; ``ModelError`` saying why if it cannot be had."""
-    if not is_own_network(name):
-        return MODELS.get(name)
-    module_name, _, function = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # the user's module may fail in any way while importing
-        raise ModelError(
-            f"network {name}: module {module_name} cannot be imported ({type(err).__name__}: "
-            f"{err}); put it on PYTHONPATH or install it"
-        ) from None
-    builder = getattr(module, function, None)
-    if not callable(builder):
-        raise ModelError(
-            f"network {name}: {module_name} has no function {function}; name a callable "
-            "(spatial_dims, in_channels, out_channels) -> nn.Module"
-        )
-    return builder
-
-
-@lru_cache(maxsize=8)
-def network_code(name: str) -> str:
-    """sha256 of the source file that defines ``name``'s builder: what sites compare.
-
-    For a built-in it is flowerbed's factory module, which the app bundle's
-    hash already covers; for an own network, the hospital's file.
-    """
-    builder = network_builder(name)
-    path = inspect.getsourcefile(builder)
-    if path is None:
-        raise ModelError(f"network {name}: its source file cannot be found; define it in a .py")
-    with open(path, "rb") as source:
-        return hashlib.sha256(source.read()).hexdigest()
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

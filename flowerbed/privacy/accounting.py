@@ -11,17 +11,18 @@ all (``privacy.rdp``), the function ``audit verify`` recomputes with.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord
-from opacus.accountants.utils import get_noise_multiplier
 
 from flowerbed.errors import FlowerbedError
 from flowerbed.privacy import rdp
 from flowerbed.privacy.rdp import History
 
 STATE_KEY = "privacy-account"
-MIN_NOISE, MAX_NOISE, NOISE_BISECTIONS = 0.05, 1e4, 48  # noise 1e4 to within 1e-6 relative
+MAX_NOISE = 1e4  # a noise multiplier no run plans: the budget has nothing left
+EPSILON_TOLERANCE = 0.01  # opacus.accountants.utils.get_noise_multiplier's default
 
 
 class BudgetExhausted(FlowerbedError):
@@ -91,35 +92,35 @@ class PrivacyAccount:
         return cls([(float(n), float(q), int(s)) for n, q, s in rows])
 
 
-def plan_noise_after(
-    budget: float, delta: float, taken: History, sample_rate: float, steps: int
+def plan_noise(
+    budget: float, delta: float, sample_rate: float, steps: int, taken: History = ()
 ) -> float:
-    """The noise multiplier that spends what ``budget`` has left after ``taken`` over
-    ``steps`` more steps: a resumed run's, whose stopped round may have spent more than its
-    plan (the sites trained it, the coordinator died before it used their updates).
+    """The noise multiplier that spends ``budget`` over ``steps`` more steps after
+    ``taken`` (a resumed run's earlier steps: its stopped round may have spent more than
+    its plan, as the sites trained it and the coordinator died before it used them).
 
-    Bisection in log-space; the noisier end is returned, so the run never passes its
-    budget. Nothing left to spend gives the largest noise tried, which the check before
-    each round then refuses.
+    Opacus's ``get_noise_multiplier`` search (double the noise until the run fits, then
+    bisect until it spends within ``EPSILON_TOLERANCE`` of the budget, keeping the noisier
+    end), on ``privacy.rdp``: the same noise, without importing Opacus's training code into
+    a roll call. Nothing left to spend gives ``MAX_NOISE``, which the check before each
+    round then refuses.
     """
-    low, high = MIN_NOISE, MAX_NOISE
-    for _ in range(NOISE_BISECTIONS):
-        middle = (low * high) ** 0.5
-        if rdp.epsilon([*taken, (middle, sample_rate, steps)], delta) > budget:
-            low = middle
+
+    def epsilon(noise: float) -> float:
+        return rdp.epsilon([*taken, (noise, sample_rate, steps)], delta)
+
+    low, high = 0.0, 10.0
+    spends = math.inf
+    while spends > budget:
+        high *= 2
+        if high >= MAX_NOISE:
+            return MAX_NOISE
+        spends = epsilon(high)
+    while budget - spends > EPSILON_TOLERANCE:
+        middle = (low + high) / 2
+        at_middle = epsilon(middle)
+        if at_middle < budget:
+            high, spends = middle, at_middle
         else:
-            high = middle
+            low = middle
     return high
-
-
-def plan_noise(budget: float, delta: float, sample_rate: float, total_steps: int) -> float:
-    """The noise multiplier that spends ``budget`` over every step the run plans."""
-    return float(
-        get_noise_multiplier(
-            target_epsilon=budget,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=total_steps,
-            accountant="rdp",
-        )
-    )

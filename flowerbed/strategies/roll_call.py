@@ -24,7 +24,7 @@ from flowerbed.audit.roster import PinnedRoster, federation_roster
 from flowerbed.catalogue import CLASSIFICATION, is_own_network
 from flowerbed.config import Federation
 from flowerbed.errors import RunStopped
-from flowerbed.models.factory import network_code
+from flowerbed.models.network_source import network_code
 from flowerbed.protocol import records as R
 from flowerbed.protocol.model_spec import ModelSpec
 from flowerbed.strategies.attendance import why_failed
