@@ -28,9 +28,8 @@ from flwr.app import MetricRecord
 from flowerbed.catalogue import FAULTS
 from flowerbed.config import FaultSettings, Federation, SiteSettings
 from flowerbed.errors import FlowerbedError
-from flowerbed.hospital_client.turn import SiteTurn
+from flowerbed.hospital_client.turn import SiteTurn, State
 
-State = dict[str, torch.Tensor]
 Behaviour = Callable[[FaultSettings, SiteTurn], tuple[State, MetricRecord]]
 
 

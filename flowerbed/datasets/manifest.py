@@ -37,7 +37,9 @@ def csv_manifest(source: str, sites: int, seed: int, image_size: int | None) -> 
     return load_manifest(Path(source), image_size or MANIFEST_IMAGE_SIZE)
 
 
-def load_manifest(path: Path, image_size: int = 32, in_memory: int = IN_MEMORY_BYTES) -> Dataset:
+def load_manifest(
+    path: Path, image_size: int = MANIFEST_IMAGE_SIZE, in_memory: int = IN_MEMORY_BYTES
+) -> Dataset:
     """Every example a manifest lists; ``DataError`` naming the file on any problem.
 
     ``in_memory`` is the most bytes of images read whole (see the module's note).

@@ -36,7 +36,7 @@ from flowerbed.hospital_client.keys import sealing_keys, site_home
 from flowerbed.hospital_client.local_round import site_turn, test_metrics
 from flowerbed.hospital_client.mixing import mix
 from flowerbed.hospital_client.site_folder import deployed_site
-from flowerbed.hospital_client.turn import Act, honest
+from flowerbed.hospital_client.turn import Act, State, honest
 from flowerbed.models.factory import build_model
 from flowerbed.models.model_file import MODEL_FILE, save_model
 from flowerbed.privacy.sealing import Envelope, SealError, SiteKeys, open_sealed, seal
@@ -47,8 +47,6 @@ from flowerbed.protocol.payload import state_from_bytes, state_to_bytes
 
 MODEL_STATE = "gossip-model"
 DEFAULT_MIXING = "average"
-
-State = dict[str, torch.Tensor]
 
 
 def _own_state(context: Context, spec: ModelSpec, seed: int) -> State:
